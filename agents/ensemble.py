@@ -33,6 +33,11 @@ class EnsembleLinear(nn.Module):
             self.bias[member].copy_(b.mul_(2 * bound).sub_(bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.out_features == 1:
+            # A one-column product goes to a matrix-vector kernel whose rounding depends on
+            # the number of members; a product-and-sum does not, which keeps member i
+            # bitwise equal to the same seed trained alone.
+            return (x * self.weight.transpose(1, 2)).sum(dim=-1, keepdim=True) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
 

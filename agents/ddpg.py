@@ -1,0 +1,138 @@
+"""DDPG for a population of members, with ReenGAGE's goal-gradient term as an option.
+
+Reads top to bottom: networks, acting, then one update (critic, actor, targets). The
+defaults are the paper's ContinuousSeek settings (PAPER.md §4), which match
+Stable-Baselines3's DDPG (TD3 with one critic, no target smoothing, policy delay 1).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .ensemble import EnsembleMLP
+from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
+
+
+@dataclass
+class DDPGConfig:
+    """Hyperparameters of one DDPG(+ReenGAGE) population."""
+
+    gamma: float = 0.95
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient: target ← (1 − τ)·target + τ·online after every update."""
+    lr: float = 1e-3
+    """Adam learning rate of actor and critic."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of actor and critic MLPs (ReLU)."""
+    action_noise: float = 0.03
+    """Standard deviation of the Gaussian exploration noise added to the actor's action."""
+    goal_gradient_coef: float = 0.0
+    """ReenGAGE's c (α = c/d); 0 is plain DDPG and skips the double backward entirely."""
+    action_l2: float = 0.0
+    """Penalty on the squared pre-noise action in the actor loss (robotics setting)."""
+    target_clip: tuple[float, float] | None = None
+    """Clip the TD target to this range (robotics: [−1/(1−γ), 0])."""
+
+
+class _GoalConditioned(nn.Module):
+    """Wraps an ensemble MLP so it takes (obs, goal[, action]) as separate tensors, which is
+    what lets the losses differentiate with respect to the goal alone."""
+
+    def __init__(self, net: EnsembleMLP):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat(parts, dim=-1))
+
+
+class DDPG(nn.Module):
+    """A population of `members` DDPG learners updated by one batched computation."""
+
+    def __init__(
+        self,
+        members: int,
+        obs_dim: int,
+        goal_dim: int,
+        action_dim: int,
+        config: DDPGConfig,
+        generators: list[torch.Generator],
+    ):
+        super().__init__()
+        if len(generators) != members:
+            raise ValueError(f"need one generator per member ({members}), got {len(generators)}")
+        self.config, self.members = config, members
+        actor = EnsembleMLP(members, obs_dim + goal_dim, config.hidden, action_dim, nn.Tanh())
+        critic = EnsembleMLP(members, obs_dim + goal_dim + action_dim, config.hidden, 1)
+        for m, generator in enumerate(generators):
+            actor.reset_member(m, generator)
+            critic.reset_member(m, generator)
+        self.actor, self.critic = _GoalConditioned(actor), _GoalConditioned(critic)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
+        self._online = list(self.actor.parameters()) + list(self.critic.parameters())
+        self._target = list(self.actor_target.parameters()) + list(
+            self.critic_target.parameters()
+        )
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Deterministic actions `[members, n, action_dim]`."""
+        return self.actor(obs, goal)
+
+    def update(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        next_obs: torch.Tensor,
+        goal: torch.Tensor,
+        reward: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """One gradient step for every member; returns per-member diagnostics `[members]`."""
+        c = self.config.goal_gradient_coef
+        use_goal_gradient = c > 0
+
+        # Critic: regress on the teacher's value and, for ReenGAGE, on its goal gradient.
+        target, target_dq_dg = td_target_and_goal_gradient(
+            self.critic_target, self.actor_target, next_obs, goal, reward,
+            self.config.gamma, use_goal_gradient,
+        )
+        if self.config.target_clip is not None:
+            target = target.clamp(*self.config.target_clip)
+        if use_goal_gradient:
+            q, dq_dg = q_and_goal_gradient(self.critic, obs, goal, action)
+            gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
+        else:
+            q = self.critic(obs, goal, action)
+            gradient_term = torch.zeros(self.members, device=q.device)
+        value_term = td_loss(q, target)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        (value_term + c * gradient_term).sum().backward()
+        self.critic_optimizer.step()
+
+        # Actor: ascend Q; only the actor's weights need gradients here.
+        pi = self.actor(obs, goal)
+        actor_term = -self.critic(obs, goal, pi).mean(dim=(1, 2))
+        if self.config.action_l2 > 0:
+            actor_term = actor_term + self.config.action_l2 * pi.pow(2).mean(dim=(1, 2))
+        actor_params = list(self.actor.parameters())
+        grads = torch.autograd.grad(actor_term.sum(), actor_params)
+        for p, grad in zip(actor_params, grads, strict=True):
+            p.grad = grad
+        self.actor_optimizer.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target, self._online, self.config.tau)
+        return {
+            "critic_loss": value_term.detach(),
+            "goal_grad_loss": gradient_term.detach(),
+            "actor_loss": actor_term.detach(),
+            "q_mean": q.detach().mean(dim=(1, 2)),
+        }

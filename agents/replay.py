@@ -1,0 +1,131 @@
+"""Episode replay with HER `future` relabelling at sample time, for a population.
+
+Storage is by whole episodes of fixed length T, one ring per member:
+observations and achieved goals have T+1 entries per episode (so a next observation is
+never stored twice), actions T, and the desired goal is stored once per episode. A
+transition becomes sampleable when its episode is complete, because its future is then
+known. Every member samples with its own generator, so member i's batches depend on
+member i's seed alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass
+class Batch:
+    """Arrays of shape [members, batch, ...]; `relabelled` marks HER goals."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    next_obs: np.ndarray
+    goal: np.ndarray
+    reward: np.ndarray
+    relabelled: np.ndarray
+
+
+class EpisodeReplay:
+    """Ring buffer of complete episodes for `members` learners trained in lockstep.
+
+    `her_k` relabelled goals per real one gives a relabelling probability k/(k+1)
+    (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        capacity_steps: int,
+        episode_steps: int,
+        obs_dim: int,
+        goal_dim: int,
+        action_dim: int,
+        reward_fn: RewardFn,
+        rngs: list[np.random.Generator],
+        her_k: int = 4,
+    ):
+        if len(rngs) != members:
+            raise ValueError(f"need one generator per member ({members}), got {len(rngs)}")
+        self.members, self.T = members, episode_steps
+        self.capacity = max(1, capacity_steps // episode_steps)
+        self.reward_fn, self.rngs = reward_fn, rngs
+        self.relabel_probability = her_k / (her_k + 1) if her_k > 0 else 0.0
+        shape = (members, self.capacity)
+        self.obs = np.zeros((*shape, episode_steps + 1, obs_dim), np.float32)
+        self.achieved = np.zeros((*shape, episode_steps + 1, goal_dim), np.float32)
+        self.actions = np.zeros((*shape, episode_steps, action_dim), np.float32)
+        self.desired = np.zeros((*shape, goal_dim), np.float32)
+        # The episode being collected lives apart until it is complete.
+        self._obs = np.zeros((members, episode_steps + 1, obs_dim), np.float32)
+        self._achieved = np.zeros((members, episode_steps + 1, goal_dim), np.float32)
+        self._actions = np.zeros((members, episode_steps, action_dim), np.float32)
+        self._desired = np.zeros((members, goal_dim), np.float32)
+        self._t = 0
+        self.cursor = 0
+        self.size = 0
+
+    @property
+    def transitions(self) -> int:
+        """Sampleable transitions per member."""
+        return self.size * self.T
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.obs, self.achieved, self.actions, self.desired)
+        return sum(a.nbytes for a in arrays)
+
+    def start_episode(self, obs: np.ndarray, achieved: np.ndarray, desired: np.ndarray) -> None:
+        self._obs[:, 0], self._achieved[:, 0], self._desired[:] = obs, achieved, desired
+        self._t = 0
+
+    def add_step(self, action: np.ndarray, next_obs: np.ndarray, next_achieved: np.ndarray) -> None:
+        t = self._t
+        if t >= self.T:
+            raise RuntimeError("episode already has T steps; call start_episode")
+        self._actions[:, t] = action
+        self._obs[:, t + 1], self._achieved[:, t + 1] = next_obs, next_achieved
+        self._t = t + 1
+        if self._t == self.T:
+            self._commit()
+
+    def _commit(self) -> None:
+        c = self.cursor
+        self.obs[:, c], self.achieved[:, c] = self._obs, self._achieved
+        self.actions[:, c], self.desired[:, c] = self._actions, self._desired
+        self.cursor = (c + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        if self.size == 0:
+            raise RuntimeError("no complete episode stored yet")
+        M, B, T = self.members, batch_size, self.T
+        episode = np.empty((M, B), np.int64)
+        step = np.empty((M, B), np.int64)
+        relabel = np.empty((M, B), bool)
+        future = np.empty((M, B), np.int64)
+        for m, rng in enumerate(self.rngs):
+            episode[m] = rng.integers(0, self.size, B)
+            step[m] = rng.integers(0, T, B)
+            relabel[m] = rng.random(B) < self.relabel_probability
+            # `future`: the achieved goal at the next state or a later one of the episode.
+            future[m] = step[m] + 1 + np.floor(rng.random(B) * (T - step[m])).astype(np.int64)
+        member = np.arange(M)[:, None]
+        next_achieved = self.achieved[member, episode, step + 1]
+        goal = np.where(
+            relabel[..., None],
+            self.achieved[member, episode, future],
+            self.desired[member, episode],
+        )
+        return Batch(
+            obs=self.obs[member, episode, step],
+            action=self.actions[member, episode, step],
+            next_obs=self.obs[member, episode, step + 1],
+            goal=goal,
+            reward=self.reward_fn(next_achieved, goal).astype(np.float32),
+            relabelled=relabel,
+        )

@@ -1,0 +1,118 @@
+"""`reengage` command line: train one grid cell (a population of seeds), and more.
+
+Bad input gets one line on stderr naming the option and what is allowed, exit status 2,
+and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, TrainConfig, parse_seeds, validate
+from .registry import ENVS, METHODS
+
+USAGE_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a single line (the full usage is one --help away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(USAGE_ERROR, f"{self.prog}: {message} (see --help)\n")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train one grid cell: a population of seeds in one process",
+        description="Train one (env, dim, method, hyperparameters) cell. All seeds train as "
+        "one population in one process; each writes OUT/seed<k>/progress.csv (one row per "
+        "evaluation) and OUT/seed<k>/run.json (resolved config, versions, status).",
+        epilog="example: reengage train --env ContinuousSeek --dim 20 --method reengage_her "
+        "--c 0.2 --batch-size 256 --lr 0.001 --seeds 0-9 --steps 20000 --eval-every 2000 "
+        "--eval-episodes 50 --out runs/cs20",
+    )
+    p.add_argument("--env", required=True, help=f"environment: {', '.join(ENVS)}")
+    p.add_argument("--dim", type=int, required=True, help="goal dimension d (>= 1)")
+    p.add_argument("--method", required=True, help=f"method: {', '.join(METHODS)}")
+    p.add_argument("--c", type=float, default=None,
+                   help="ReenGAGE coefficient c, α = c/d (required by reengage_her, refused "
+                   "by ddpg_her)")
+    p.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--seeds", default="0", help="seeds: a range 0-9, a list 0,3,5 or a mix")
+    p.add_argument("--steps", type=int, required=True, help="env steps per seed")
+    p.add_argument("--eval-every", type=int, default=2000,
+                   help="env steps between evaluations (default 2000)")
+    p.add_argument("--eval-episodes", type=int, default=50,
+                   help="deterministic evaluation episodes per seed (default 50)")
+    p.add_argument("--learning-starts", type=int, default=1000,
+                   help="initial uniformly random steps without training (default 1000)")
+    p.add_argument("--buffer-size", type=int, default=1_000_000,
+                   help="replay capacity in transitions per seed (default 1e6)")
+    p.add_argument("--her-k", type=int, default=4,
+                   help="HER relabelled goals per real goal (default 4: probability 0.8)")
+    p.add_argument("--gamma", type=float, default=0.95, help="discount (default 0.95)")
+    p.add_argument("--tau", type=float, default=0.005, help="polyak coefficient (default 0.005)")
+    p.add_argument("--action-noise", type=float, default=0.03,
+                   help="Gaussian exploration noise sd (default 0.03)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--force", action="store_true",
+                   help="allow writing into an existing non-empty --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        cfg = TrainConfig(
+            env=args.env, dim=args.dim, method=args.method, seeds=parse_seeds(args.seeds),
+            steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
+            eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+            learning_starts=args.learning_starts, buffer_size=args.buffer_size,
+            her_k=args.her_k, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
+            threads=args.threads, device=args.device,
+        )
+        validate(cfg)
+        out: Path = args.out
+        if out.exists() and not out.is_dir():
+            raise ConfigError("--out", f"{out} exists and is not a directory")
+        if out.is_dir() and any(out.iterdir()) and not args.force:
+            raise ConfigError(
+                "--out", f"{out} is not empty; choose another directory or pass --force "
+                "to write into it",
+            )
+    except ConfigError as error:
+        print(f"reengage train: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+    from .run import train  # heavy imports only once the input is known to be good
+
+    records = train(cfg, out, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, run.json)",
+              file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="reengage",
+        description="ReenGAGE reproduction harness (Levine & Feizi, AAAI 2023).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    _add_train(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "train":
+        return _train(args)
+    return USAGE_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,129 @@
+"""HER `future` relabelling semantics of EpisodeReplay."""
+
+import numpy as np
+import pytest
+
+from reengage.agents.replay import EpisodeReplay
+from reengage.envs.continuous_seek import continuous_seek_reward
+
+T, D = 10, 2
+
+
+def _filled(members=1, episodes=20, seed=0, her_k=4):
+    rngs = [np.random.default_rng(seed + m) for m in range(members)]
+    replay = EpisodeReplay(members, 10_000, T, D, D, D, continuous_seek_reward, rngs, her_k)
+    data = np.random.default_rng(123)
+    for _ in range(episodes):
+        # Achieved goals on an integer grid so that relabelled goals are identifiable.
+        path = data.integers(-5, 6, (members, T + 1, D)).astype(np.float32)
+        desired = data.uniform(-5, 5, (members, D)).astype(np.float32)
+        replay.start_episode(path[:, 0], path[:, 0], desired)
+        for t in range(T):
+            replay.add_step(data.uniform(-1, 1, (members, D)), path[:, t + 1], path[:, t + 1])
+    return replay
+
+
+def _locate(replay, batch, m, i):
+    """(episode, step) of sample i: the stored obs and next obs identify it uniquely here."""
+    hits = np.argwhere(
+        (replay.obs[m, :, :-1] == batch.obs[m, i]).all(-1)
+        & (replay.obs[m, :, 1:] == batch.next_obs[m, i]).all(-1)
+        & (replay.actions[m] == batch.action[m, i]).all(-1)
+    )
+    assert len(hits) == 1
+    return tuple(hits[0])
+
+
+def test_relabelled_goal_is_a_future_achieved_goal_of_the_same_episode():
+    replay = _filled()
+    batch = replay.sample(2000)
+    for i in range(300):
+        episode, step = _locate(replay, batch, 0, i)
+        if batch.relabelled[0, i]:
+            future = replay.achieved[0, episode, step + 1:]
+            assert (future == batch.goal[0, i]).all(-1).any()
+        else:
+            np.testing.assert_array_equal(batch.goal[0, i], replay.desired[0, episode])
+
+
+def test_relabelled_goals_can_be_the_next_state_and_the_last_state():
+    replay = EpisodeReplay(1, 1000, T, 1, 1, 1, continuous_seek_reward,
+                           [np.random.default_rng(0)], her_k=4)
+    replay.start_episode(np.zeros((1, 1)), np.zeros((1, 1)), np.full((1, 1), -9.0))
+    for t in range(T):
+        replay.add_step(np.zeros((1, 1)), np.full((1, 1), t + 1.0), np.full((1, 1), t + 1.0))
+    batch = replay.sample(20000)
+    relabelled = batch.relabelled[0]
+    offset = batch.goal[0, relabelled, 0] - batch.obs[0, relabelled, 0]
+    assert offset.min() == 1 and (batch.goal[0, relabelled, 0] == T).any()
+    assert offset.max() <= T
+    # Uniform over the remaining future: from step 0 every later state is equally likely.
+    from_start = batch.goal[0, relabelled & (batch.obs[0, :, 0] == 0), 0]
+    counts = np.bincount(from_start.astype(int), minlength=T + 1)[1:]
+    assert counts.min() > 0.6 * counts.mean()
+
+
+def test_rewards_are_recomputed_with_compute_reward():
+    replay = _filled()
+    batch = replay.sample(5000)
+    np.testing.assert_array_equal(batch.reward, continuous_seek_reward(batch.next_obs, batch.goal))
+    relabelled_success = (batch.reward[batch.relabelled] == 0).mean()
+    assert relabelled_success > 0.05  # relabelling does produce successes
+
+
+def test_relabelled_fraction_is_0_8():
+    replay = _filled(members=2)
+    fraction = replay.sample(50_000).relabelled.mean(axis=1)
+    np.testing.assert_allclose(fraction, 0.8, atol=0.03)
+
+
+def test_no_relabelling_without_her():
+    batch = _filled(her_k=0).sample(1000)
+    assert not batch.relabelled.any()
+
+
+def test_storage_desired_goal_once_and_no_duplicated_next_observations():
+    replay = _filled(members=3, episodes=4)
+    assert replay.desired.shape == (3, replay.capacity, D)
+    assert replay.obs.shape == (3, replay.capacity, T + 1, D)
+    assert replay.actions.shape == (3, replay.capacity, T, D)
+
+
+def test_incomplete_episode_is_not_sampleable():
+    replay = EpisodeReplay(1, 1000, T, D, D, D, continuous_seek_reward,
+                           [np.random.default_rng(0)])
+    replay.start_episode(np.zeros((1, D)), np.zeros((1, D)), np.zeros((1, D)))
+    for _ in range(T - 1):
+        replay.add_step(np.zeros((1, D)), np.ones((1, D)), np.ones((1, D)))
+    with pytest.raises(RuntimeError):
+        replay.sample(4)
+    replay.add_step(np.zeros((1, D)), np.ones((1, D)), np.ones((1, D)))
+    assert replay.transitions == T
+
+
+def test_ring_overwrites_oldest_episode():
+    replay = EpisodeReplay(1, 2 * T, T, 1, 1, 1, continuous_seek_reward,
+                           [np.random.default_rng(0)])
+    for e in range(3):
+        replay.start_episode(np.full((1, 1), e), np.full((1, 1), e), np.full((1, 1), e))
+        for _ in range(T):
+            replay.add_step(np.zeros((1, 1)), np.full((1, 1), e), np.full((1, 1), e))
+    assert replay.size == 2
+    assert sorted(replay.desired[0, :, 0]) == [1.0, 2.0]
+
+
+def test_member_sampling_matches_the_member_alone():
+    together = _filled(members=3, seed=0)
+    data = np.random.default_rng(123)
+    alone = EpisodeReplay(1, 10_000, T, D, D, D, continuous_seek_reward,
+                          [np.random.default_rng(1)])
+    for _ in range(20):
+        path = data.integers(-5, 6, (3, T + 1, D)).astype(np.float32)
+        desired = data.uniform(-5, 5, (3, D)).astype(np.float32)
+        actions = [data.uniform(-1, 1, (3, D)) for _ in range(T)]
+        alone.start_episode(path[1:2, 0], path[1:2, 0], desired[1:2])
+        for t in range(T):
+            alone.add_step(actions[t][1:2], path[1:2, t + 1], path[1:2, t + 1])
+    a, b = together.sample(64), alone.sample(64)
+    np.testing.assert_array_equal(a.goal[1], b.goal[0])
+    np.testing.assert_array_equal(a.obs[1], b.obs[0])
