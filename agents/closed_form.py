@@ -19,12 +19,20 @@ tests the losses the agents use:
   reward's own gradient (`∂_g gᵀs¹' = s¹'`, not zero on RotationReach). Only `∂_g Q`
   keeps its graph (double backprop); the target gradient is a constant.
 
-`Ũ = B·exp(K(p))` with `K(p)` skew-symmetric from the `d(d-1)/2` free parameters `p` and a
-fixed base `B`: the exponential covers the connected component of `B` in O(d) and no
-other, so a learner that must search all of O(d) runs one member per component (base
-`B` and `B` with one column negated). Every tensor has a leading member axis, so one
-backward pass trains many independent estimates (seeds, components, buffer sizes);
-losses are summed over members, so member m's gradient depends on member m's data alone.
+Training (`ClosedFormLearner`): `Ũ = B·exp(K(p))`, `K(p)` skew-symmetric from the
+`d(d-1)/2` free parameters `p`, so every iterate is exactly orthogonal. The base `B` is the
+*spectral start* (`spectral_start`): the polar factor of the loss's negative gradient at
+`Ũ = 0`, i.e. one projected-gradient step from the origin of the ambient matrix space,
+also by autograd. From there full-batch L-BFGS refines `p`. Why not a random start:
+from a Haar-random `Ũ` first-order training crawls wherever the needed rotation is close
+to π (the gradient vanishes like sin θ) and the exponential chart never leaves the start's
+component of O(d); in trials (d ≤ 16) a few hundred L-BFGS or a few thousand Adam steps
+were then needed even far above the identifiability bound, so what was measured was the
+step budget, not the loss. The spectral start reads the same loss, so it has the same
+information per tuple as the loss itself. Every tensor has a leading member axis, so one
+backward pass trains many independent estimates (seeds, buffer sizes); losses are summed
+over members and L-BFGS keeps per-member curvature pairs and step lengths, so member m's
+trajectory depends on member m's data alone.
 
 Everything here is torch and knows nothing of the environments (DESIGN.md): the reward
 `gᵀs¹'` is part of the model class the propositions define.
@@ -53,11 +61,9 @@ class Transitions:
     def select(self, members: torch.Tensor, size: int | None = None) -> Transitions:
         """Rows `members` (an index tensor), truncated to the first `size` tuples."""
         stop = self.state.shape[1] if size is None else size
-        return Transitions(
-            *(x.index_select(0, members)[:, :stop] for x in self._fields())
-        )
+        return Transitions(*(x.index_select(0, members)[:, :stop] for x in self.fields()))
 
-    def _fields(self) -> tuple[torch.Tensor, ...]:
+    def fields(self) -> tuple[torch.Tensor, ...]:
         return (self.state, self.action, self.goal, self.next_state)
 
 
@@ -164,32 +170,35 @@ def member_losses(
 
 class ClosedFormLearner:
     """`M` independent estimates `Ũ_m = B_m exp(K(p_m))`, each with a target copy `Ū_m`,
-    trained by full-batch Adam on their own fixed buffers.
+    trained by full-batch L-BFGS (per-member history and Armijo backtracking) on their
+    own fixed buffers.
 
-    The optimiser is written out (a few lines) rather than `torch.optim.Adam` so that
-    finished members can be dropped mid-training (`keep`) with their moments: the cost
-    of a training round then follows the members still learning.
+    L-BFGS rather than Adam: near the identifiability bound the loss is ill-conditioned and
+    Adam needed thousands of steps where L-BFGS needs tens. It is written out (batched over
+    members) rather than `torch.optim.LBFGS`, whose single line search would couple the
+    members, and so that finished members can be dropped mid-training (`keep`).
     """
 
-    def __init__(self, model: RotationQ, base: torch.Tensor):
-        if base.shape[-2:] != (model.dim, model.dim):
+    def __init__(self, model: RotationQ, base: torch.Tensor, history: int = 10):
+        if base.dim() != 3 or base.shape[-2:] != (model.dim, model.dim):
             raise ValueError(f"base must be [M, {model.dim}, {model.dim}], got {tuple(base.shape)}")
         self.model = model
+        self.history = history
         self.base = base.detach().clone()
-        size = model.dim * (model.dim - 1) // 2
-        self.params = base.new_zeros(base.shape[0], size, requires_grad=True)
-        self._first_moment = torch.zeros_like(self.params)
-        self._second_moment = torch.zeros_like(self.params)
-        self._steps = 0
-        self.target_rotation = self.rotation().detach()
+        self.params = base.new_zeros(base.shape[0], tangent_dimension(model.dim))
+        self.target_rotation = self.rotation()
+        self._loss: torch.Tensor | None = None
+        self._grad: torch.Tensor | None = None
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @property
     def members(self) -> int:
         return self.base.shape[0]
 
-    def rotation(self) -> torch.Tensor:
-        """The current estimates `Ũ`, `[M, d, d]`."""
-        return self.base @ torch.linalg.matrix_exp(skew(self.params, self.model.dim))
+    def rotation(self, params: torch.Tensor | None = None) -> torch.Tensor:
+        """The estimates `Ũ`, `[M, d, d]` (at the current parameters unless given)."""
+        params = self.params if params is None else params
+        return self.base @ torch.linalg.matrix_exp(skew(params, self.model.dim))
 
     def policy(self, goal: torch.Tensor) -> torch.Tensor:
         """`π_Ũ(g)` of every member for goals `[M, N, d]`."""
@@ -197,43 +206,109 @@ class ClosedFormLearner:
 
     def sync_target(self) -> None:
         """`Ū ← Ũ`. For this model class the target is the same function of `g` for every
-        orthogonal `Ū` (`gᵀŪŪᵀg = ‖g‖²`), so how often it is synced does not matter; it
-        is kept because the losses under test are defined with it."""
+        orthogonal `Ū` (`gᵀŪŪᵀg = ‖g‖²`), so the sync schedule cannot matter; the copy is
+        kept because the losses under test are defined with it."""
         self.target_rotation = self.rotation().detach()
 
-    def step(
-        self,
-        kind: LossKind,
-        batch: Transitions,
-        weights: torch.Tensor,
-        lr: float | torch.Tensor,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-12,
-    ) -> torch.Tensor:
-        """One full-batch Adam step of every member; returns the losses before the step."""
+    def loss_and_grad(
+        self, kind: LossKind, batch: Transitions, weights: torch.Tensor, params: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member losses `[M]` and their gradients `[M, P]` at `params`."""
+        params = params.detach().requires_grad_(True)
         losses = member_losses(
-            kind, self.model, self.rotation(), self.target_rotation, batch, weights
+            kind, self.model, self.rotation(params), self.target_rotation, batch, weights
         )
-        (grad,) = torch.autograd.grad(losses.sum(), self.params)
-        self._steps += 1
-        beta1, beta2 = betas
-        with torch.no_grad():
-            self._first_moment.lerp_(grad, 1 - beta1)
-            self._second_moment.lerp_(grad.square(), 1 - beta2)
-            m_hat = self._first_moment / (1 - beta1**self._steps)
-            v_hat = self._second_moment / (1 - beta2**self._steps)
-            self.params -= lr * m_hat / (v_hat.sqrt() + eps)
+        (grad,) = torch.autograd.grad(losses.sum(), params)
+        return losses.detach(), grad
+
+    def step(
+        self, kind: LossKind, batch: Transitions, weights: torch.Tensor, backtracks: int = 12
+    ) -> torch.Tensor:
+        """One L-BFGS iteration of every member on its buffer (`weights [M, N]`, rows
+        summing to 1, mask unused tuples). Returns the losses after the step; a member
+        whose line search finds no decrease keeps its parameters (it has converged)."""
+        if self._loss is None or self._grad is None:
+            self._loss, self._grad = self.loss_and_grad(kind, batch, weights, self.params)
+        loss, grad = self._loss, self._grad
+        direction = -self._inverse_hessian_times(grad)
+        slope = (grad * direction).sum(-1)
+        # A member with no descent direction left (roundoff) falls back to steepest descent.
+        uphill = slope >= 0
+        direction = torch.where(uphill[:, None], -grad, direction)
+        slope = torch.where(uphill, -(grad * grad).sum(-1), slope)
+        step = torch.ones_like(loss)
+        accepted = torch.zeros_like(loss, dtype=torch.bool)
+        new_params, new_loss, new_grad = self.params, loss, grad
+        for _ in range(backtracks):
+            trial = self.params + step[:, None] * direction
+            trial_loss, trial_grad = self.loss_and_grad(kind, batch, weights, trial)
+            # Armijo, with a roundoff allowance so that converged members are not stuck.
+            ok = ~accepted & (trial_loss <= loss + 1e-4 * step * slope + 1e-13 * loss.abs())
+            new_params = torch.where(ok[:, None], trial, new_params)
+            new_loss = torch.where(ok, trial_loss, new_loss)
+            new_grad = torch.where(ok[:, None], trial_grad, new_grad)
+            accepted |= ok
+            if accepted.all():
+                break
+            step = torch.where(accepted, step, step * 0.25)
+        s, y = new_params - self.params, new_grad - grad
+        curvature = (s * y).sum(-1)
+        usable = accepted & (curvature > 1e-12 * s.norm(dim=-1) * y.norm(dim=-1))
+        rho = torch.where(usable, 1.0 / torch.where(usable, curvature, 1.0), 0.0)
+        self._pairs = [*self._pairs, (s, y, rho)][-self.history :]
+        self.params, self._loss, self._grad = new_params, new_loss, new_grad
         self.sync_target()
-        return losses.detach()
+        return new_loss
+
+    def _inverse_hessian_times(self, grad: torch.Tensor) -> torch.Tensor:
+        """The two-loop recursion, per member; pairs with `rho = 0` are inert."""
+        q = grad.clone()
+        alphas = []
+        for s, y, rho in reversed(self._pairs):
+            alpha = rho * (s * q).sum(-1)
+            q -= alpha[:, None] * y
+            alphas.append(alpha)
+        scale = torch.full_like(grad[:, 0], 0.1) / grad.norm(dim=-1).clamp_min(1e-300)
+        for _, y, rho in self._pairs:  # latest usable pair sets the initial scaling
+            scale = torch.where(rho > 0, 1.0 / (rho * (y * y).sum(-1)).clamp_min(1e-300), scale)
+        q *= scale[:, None]
+        for (s, y, rho), alpha in zip(self._pairs, reversed(alphas), strict=True):
+            beta = rho * (y * q).sum(-1)
+            q += (alpha - beta)[:, None] * s
+        return q
 
     def keep(self, mask: torch.Tensor) -> None:
-        """Drop the members where `mask` is False (parameters, moments and targets)."""
+        """Drop the members where `mask` is False, with their state and history."""
         index = mask.nonzero().squeeze(-1)
-        self.base = self.base.index_select(0, index)
-        self.params = self.params.detach().index_select(0, index).requires_grad_(True)
-        self._first_moment = self._first_moment.index_select(0, index)
-        self._second_moment = self._second_moment.index_select(0, index)
-        self.target_rotation = self.target_rotation.index_select(0, index)
+
+        def take(x: torch.Tensor) -> torch.Tensor:
+            return x.index_select(0, index)
+
+        self.base, self.params = take(self.base), take(self.params)
+        self.target_rotation = take(self.target_rotation)
+        if self._loss is not None and self._grad is not None:
+            self._loss, self._grad = take(self._loss), take(self._grad)
+        self._pairs = [(take(s), take(y), take(rho)) for s, y, rho in self._pairs]
+
+
+def spectral_start(
+    kind: LossKind, model: RotationQ, batch: Transitions, weights: torch.Tensor
+) -> torch.Tensor:
+    """Start points `[M, d, d]` in O(d): the polar factor of `-∇_Ũ loss` at `Ũ = 0`.
+
+    Q is linear in `Ũ`, so that gradient is (minus) the back-projection of the data onto
+    matrices: for `td` it averages `(gᵀUa) g aᵀ`, whose mean is `U/d²`, from one scalar
+    per tuple; for `gradient` it is `U Σ a aᵀ` (up to scale), which is exactly `U` after
+    the polar step once the actions span R^d. The target at `Ũ = 0` uses `Ū = I`: any
+    orthogonal `Ū` gives the same target.
+    """
+    members, dim = batch.goal.shape[0], model.dim
+    origin = batch.goal.new_zeros(members, dim, dim, requires_grad=True)
+    target = torch.eye(dim, dtype=batch.goal.dtype).expand(members, dim, dim)
+    losses = member_losses(kind, model, origin, target, batch, weights)
+    (grad,) = torch.autograd.grad(losses.sum(), origin)
+    left, _, right = torch.linalg.svd(-grad)
+    return left @ right
 
 
 def residual_jacobian(
@@ -242,17 +317,19 @@ def residual_jacobian(
     """The linear system a loss induces around `rotation` (the true `U`), by autograd.
 
     Returns `J [N, k, P]`: the derivative of tuple n's `k` residuals (`k = 1` for `td`,
-    `d` for `gradient`) along the `P = d(d-1)/2` tangent directions `U·exp(K(p))` of
-    O(d) at `p = 0`. The loss's Hessian there is `JᵀJ` (up to scale), so `rank J[:n]` is
-    how many directions the first `n` tuples pin down; `U` is locally identifiable
-    exactly when the rank reaches `P`. `batch` has a single member (`[1, N, ...]`).
+    `d` for `gradient`) along the `P = d(d-1)/2` tangent directions `U·K(p)` of O(d) at
+    `U` (the chart `U(I + K(p))` has the same derivative at `p = 0` as `U exp(K(p))` and
+    avoids one matrix exponential per tuple). The loss's Hessian there is `JᵀJ` (up to
+    scale), so `rank J[:n]` counts the directions the first `n` tuples pin down, and `U`
+    is locally identifiable once it reaches `P`. `rotation` is `[d, d]`; `batch` has a
+    single member (`[1, N, ...]`).
     """
     n, dim = batch.state.shape[1], model.dim
     # One member per tuple, so a single backward pass yields one Jacobian row per tuple.
-    per_tuple = Transitions(*(x[0].unsqueeze(1) for x in batch._fields()))
-    params = rotation.new_zeros(n, dim * (dim - 1) // 2, requires_grad=True)
+    per_tuple = Transitions(*(x[0].unsqueeze(1) for x in batch.fields()))
+    params = rotation.new_zeros(n, tangent_dimension(dim), requires_grad=True)
     base = rotation.expand(n, dim, dim)
-    online = base @ torch.linalg.matrix_exp(skew(params, dim))
+    online = base + base @ skew(params, dim)
     target = base.detach()
     if kind == "td":
         residual = td_residual(model, online, target, per_tuple)
@@ -266,29 +343,33 @@ def residual_jacobian(
     return torch.stack(columns, dim=1)
 
 
+def rank_profile(jacobian: torch.Tensor, rtol: float = 1e-9) -> list[int]:
+    """`rank J[:n]` for n = 1..N, stopping early once full: tuple by tuple, the part of
+    its rows outside the span found so far is orthogonalised (twice, for stability) and
+    its numerically non-zero singular directions are added to the basis."""
+    count, _, width = jacobian.shape
+    tolerance = rtol * float(jacobian.abs().amax()) * max(width, 1)
+    basis = jacobian.new_zeros(0, width)
+    ranks: list[int] = []
+    for block in jacobian:
+        residual = block
+        for _ in range(2):
+            residual = residual - (residual @ basis.mT) @ basis
+        _, values, right = torch.linalg.svd(residual, full_matrices=False)
+        new = right[values > tolerance]
+        basis = torch.cat([basis, new])
+        ranks.append(basis.shape[0])
+        if basis.shape[0] == width:
+            break
+    return ranks + [width] * (count - len(ranks))
+
+
 def tangent_dimension(dim: int) -> int:
     """`dim O(d) = d(d-1)/2`: how many scalar facts pin down `U` locally."""
     return dim * (dim - 1) // 2
 
 
-def identifiability_bound(kind: LossKind, dim: int) -> float:
-    """Tuples needed to reach full rank with actions in general position (Prop. 1):
-    `d(d-1)/2` for `td` (one equation each), `d-1` for `gradient` (tuple j adds `d-j`)."""
-    return float(tangent_dimension(dim)) if kind == "td" else float(max(dim - 1, 1))
-
-
-__all__ = [
-    "LOSS_KINDS",
-    "ClosedFormLearner",
-    "LossKind",
-    "RotationQ",
-    "Transitions",
-    "gradient_residual",
-    "identifiability_bound",
-    "member_losses",
-    "residual_jacobian",
-    "skew",
-    "tangent_dimension",
-    "td_residual",
-]
-
+def identifiability_bound(kind: LossKind, dim: int) -> int:
+    """Informative tuples needed for full rank with actions in general position: `d(d-1)/2`
+    for `td` (one equation each), `d-1` for `gradient` (tuple j adds `d-j` new ones)."""
+    return tangent_dimension(dim) if kind == "td" else max(dim - 1, 1)

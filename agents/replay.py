@@ -100,6 +100,26 @@ class EpisodeReplay:
         self.cursor = (c + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
+    def state_dict(self) -> dict[str, object]:
+        """The stored episodes (only the filled part) and ring position, for checkpoints.
+        Taken between episodes, so the episode being collected is not part of it."""
+        if 0 < self._t < self.T:
+            raise RuntimeError("checkpoint the replay between episodes, not inside one")
+        n = self.size
+        return {
+            "obs": self.obs[:, :n], "achieved": self.achieved[:, :n],
+            "actions": self.actions[:, :n], "desired": self.desired[:, :n],
+            "cursor": self.cursor, "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        n = int(state["size"])  # type: ignore[arg-type]
+        if n > self.capacity:
+            raise ValueError(f"checkpoint holds {n} episodes, capacity is {self.capacity}")
+        for name in ("obs", "achieved", "actions", "desired"):
+            getattr(self, name)[:, :n] = state[name]
+        self.cursor, self.size, self._t = int(state["cursor"]), n, 0  # type: ignore[arg-type]
+
     def sample(self, batch_size: int) -> Batch:
         if self.size == 0:
             raise RuntimeError("no complete episode stored yet")

@@ -66,6 +66,20 @@ class ContinuousSeekCore:
         truncated = self.elapsed >= EPISODE_STEPS
         return reward, truncated
 
+    def get_state(self) -> dict[str, Any]:
+        """Everything that determines the future of the copies, for checkpoints."""
+        return {
+            "position": self.position.copy(), "goal": self.goal.copy(),
+            "elapsed": self.elapsed.copy(), "reached": self.reached.copy(),
+            "rngs": [rng.bit_generator.state for rng in self.rngs],
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.position, self.goal = state["position"].copy(), state["goal"].copy()
+        self.elapsed, self.reached = state["elapsed"].copy(), state["reached"].copy()
+        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = rng_state
+
     def observation(self) -> dict[str, np.ndarray]:
         return {
             "observation": self.position.copy(),
@@ -145,3 +159,10 @@ class ContinuousSeekVectorEnv(VectorEnv):
 
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         return continuous_seek_reward(achieved_goal, desired_goal)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**self.core.get_state(), "needs_reset": self._needs_reset.copy()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.core.set_state(state)
+        self._needs_reset = state["needs_reset"].copy()

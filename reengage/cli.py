@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, TrainConfig, parse_seeds, validate
+from .paths import checkpoint_path
 from .registry import ENVS, METHODS
 
 USAGE_ERROR = 2
@@ -60,6 +61,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--checkpoint-every", type=int, default=10_000,
+                   help="env steps between checkpoints of the whole population (default "
+                   "10000; 0 disables). Re-running the same command resumes from the last one")
+    p.add_argument("--restart", action="store_true",
+                   help="discard this population's checkpoint and start from step 0")
     p.add_argument("--force", action="store_true",
                    help="allow writing into an existing non-empty --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,13 +79,17 @@ def _train(args: argparse.Namespace) -> int:
             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
             learning_starts=args.learning_starts, buffer_size=args.buffer_size,
             her_k=args.her_k, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
-            threads=args.threads, device=args.device,
+            threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
         )
         validate(cfg)
         out: Path = args.out
+        checkpoint = checkpoint_path(out, cfg.seeds)
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} exists and is not a directory")
-        if out.is_dir() and any(out.iterdir()) and not args.force:
+        if args.restart:
+            checkpoint.unlink(missing_ok=True)
+        resuming = checkpoint.exists()
+        if out.is_dir() and any(out.iterdir()) and not (resuming or args.force or args.restart):
             raise ConfigError(
                 "--out", f"{out} is not empty; choose another directory or pass --force "
                 "to write into it",
@@ -88,12 +98,22 @@ def _train(args: argparse.Namespace) -> int:
         print(f"reengage train: {error}", file=sys.stderr)
         return USAGE_ERROR
 
-    from .run import train  # heavy imports only once the input is known to be good
+    from .checkpoint import CheckpointError  # heavy imports only once the input is good
+    from .run import RunInterrupted, train
 
-    records = train(cfg, out, progress=not args.quiet)
+    try:
+        records = train(cfg, out, progress=not args.quiet)
+    except CheckpointError as error:
+        print(f"reengage train: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except RunInterrupted as interruption:
+        print(f"reengage train: {interruption}", file=sys.stderr)
+        return 128 + interruption.signal_number
     if not args.quiet:
-        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, run.json)",
-              file=sys.stderr)
+        diverged = [r["seed"] for r in records if r["status"] == "diverged"]
+        note = f"; diverged: seeds {diverged}" if diverged else ""
+        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, run.json)"
+              f"{note}", file=sys.stderr)
     return 0
 
 

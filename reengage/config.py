@@ -39,6 +39,7 @@ class TrainConfig:
     action_noise: float = 0.03
     threads: int | None = None
     device: str = "auto"
+    checkpoint_every: int = 10_000
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +89,13 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("--c", f"must be >= 0 (got {cfg.c})")
     elif cfg.c is not None:
         raise ConfigError("--c", f"method {cfg.method} takes no --c")
+    episode = ENVS[cfg.env].episode_steps
+    if cfg.steps % episode != 0:
+        raise ConfigError("--steps", f"must be a multiple of the episode length ({episode} for "
+                          f"{cfg.env}), got {cfg.steps}")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError("--checkpoint-every",
+                          f"must be >= 0 (0 disables checkpoints), got {cfg.checkpoint_every}")
     for option, value in (("--steps", cfg.steps), ("--eval-every", cfg.eval_every),
                           ("--eval-episodes", cfg.eval_episodes),
                           ("--buffer-size", cfg.buffer_size)):

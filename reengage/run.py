@@ -2,18 +2,23 @@
 
 Each member owns its random streams (environment, evaluation environment, exploration,
 replay sampling, initial weights), all derived from its seed, so member i of a
-population behaves as seed i run alone.
+population behaves as seed i run alone. The whole population is checkpointed between
+episodes; a re-run of the same command resumes from the last complete checkpoint and
+writes the same progress.csv as an uninterrupted run (wall-clock columns aside).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import platform
+import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +32,26 @@ import reengage.envs  # noqa: F401  (registers the environment ids)
 from reengage import __version__
 from reengage.agents.replay import EpisodeReplay
 
+from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .registry import ENVS, METHODS, LearnerSpec
+from .paths import checkpoint_path, member_dir
+from .registry import ENVS, METHODS, Learner, LearnerSpec
 
 FORMAT_VERSION = 1
 PROGRESS_COLUMNS = [
     "step", "success_rate", "mean_return", "critic_loss", "goal_grad_loss", "actor_loss",
     "q_mean", "wall_time_s", "updates_per_s",
 ]
+LOSS_COLUMNS = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
+StepHook = Callable[[int, Learner], None]
+
+
+class RunInterrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived: a checkpoint was written and the run can be resumed."""
+
+    def __init__(self, step: int, signal_number: int):
+        super().__init__(f"interrupted at step {step}; re-run the same command to resume")
+        self.step, self.signal_number = step, signal_number
 
 
 @dataclass
@@ -97,17 +114,17 @@ class Evaluator:
         self.steps = ENVS[cfg.env].episode_steps
         self.env = _make_vec(cfg, self.members * self.episodes)
         self.device = device
-        self._seeds: list[int] | None = [s for m in streams for s in m.eval_seeds]
+        self.seeds: list[int] | None = [s for m in streams for s in m.eval_seeds]
 
-    def __call__(self, learner: Any) -> tuple[np.ndarray, np.ndarray]:
-        obs, info = self.env.reset(seed=self._seeds)
-        self._seeds = None  # later evaluations continue each copy's stream
+    def __call__(self, learner: Learner) -> tuple[np.ndarray, np.ndarray]:
+        obs, info = self.env.reset(seed=self.seeds)
+        self.seeds = None  # later evaluations continue each copy's stream
         returns = np.zeros(self.env.num_envs)
         success = np.zeros(self.env.num_envs, dtype=bool)
         for _ in range(self.steps):
             action = learner.act(*_split(obs, self.members, self.device))
-            obs, reward, _, _, info = self.env.step(action.reshape(self.env.num_envs, -1).cpu()
-                                                    .numpy())
+            action = action.reshape(self.env.num_envs, -1).cpu().numpy()
+            obs, reward, _, _, info = self.env.step(action)
             returns += reward
             success |= np.asarray(info.get("is_success", np.zeros_like(success)), dtype=bool)
         shape = (self.members, self.episodes)
@@ -118,27 +135,29 @@ class LossMeter:
     """Per-member running sums of the update diagnostics, kept on the device so the step
     loop never waits for a host copy."""
 
-    def __init__(self):
-        self.sums: dict[str, torch.Tensor] = {}
+    def __init__(self, members: int, device: torch.device):
+        self.sums = torch.zeros(len(LOSS_COLUMNS), members, device=device)
         self.count = 0
 
     def add(self, values: dict[str, torch.Tensor]) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        for i, key in enumerate(LOSS_COLUMNS):
+            # A method that does not report a diagnostic leaves its column missing.
+            self.sums[i] += values[key] if key in values else math.nan
         self.count += 1
 
-    def means(self, members: int) -> dict[str, np.ndarray]:
-        keys = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
+    def means(self) -> np.ndarray:
+        """`[len(LOSS_COLUMNS), members]`, NaN where nothing was recorded."""
         if self.count == 0:
-            return {k: np.full(members, math.nan) for k in keys}
-        return {k: (self.sums[k] / self.count).cpu().numpy() if k in self.sums
-                else np.full(members, math.nan) for k in keys}
+            return np.full(tuple(self.sums.shape), math.nan)
+        return (self.sums / self.count).cpu().numpy()
 
     def reset(self) -> None:
-        self.sums, self.count = {}, 0
+        self.sums.zero_()
+        self.count = 0
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         f.write(text)
@@ -148,8 +167,6 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _progress_csv(rows: list[dict[str, float]]) -> str:
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -159,118 +176,255 @@ def _progress_csv(rows: list[dict[str, float]]) -> str:
     return buffer.getvalue()
 
 
-def member_dir(out: Path, seed: int) -> Path:
-    return out / f"seed{seed}"
+class PopulationRun:
+    """The state of one population's training, and the loop that advances it."""
 
+    def __init__(self, cfg: TrainConfig, out: Path, progress: bool = True,
+                 step_hook: StepHook | None = None):
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        self.cfg, self.out, self.progress, self.step_hook = cfg, out, progress, step_hook
+        self.device = resolve_device(cfg.device)
+        self.members = len(cfg.seeds)
+        self.method = METHODS[cfg.method]
+        self.T = ENVS[cfg.env].episode_steps
+        self.streams = [MemberStreams.from_seed(seed, cfg.eval_episodes) for seed in cfg.seeds]
+        self.env = _make_vec(cfg, self.members)
+        space = self.env.single_observation_space
+        obs_dim, goal_dim = space["observation"].shape[-1], space["desired_goal"].shape[-1]
+        self.action_dim = self.env.single_action_space.shape[-1]
+        self.learner = self.method.build(LearnerSpec(
+            members=self.members, obs_dim=obs_dim, goal_dim=goal_dim,
+            action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau,
+            action_noise=cfg.action_noise, c=cfg.c, generators=[s.init for s in self.streams],
+            extra=dict(cfg.extra),
+        ))
+        if isinstance(self.learner, torch.nn.Module):
+            self.learner.to(self.device)
+        self.replay = EpisodeReplay(
+            self.members, cfg.buffer_size, self.T, obs_dim, goal_dim, self.action_dim,
+            reward_fn=self.env.compute_reward, rngs=[s.replay for s in self.streams],
+            her_k=cfg.her_k if self.method.her else 0,
+        )
+        self.evaluate = Evaluator(cfg, self.streams, self.device)
+        self.meter = LossMeter(self.members, self.device)
+        self.step = 0
+        self.rows: list[list[dict[str, float]]] = [[] for _ in range(self.members)]
+        self.diverged: dict[int, dict[str, Any]] = {}
+        self.resumes: list[dict[str, Any]] = []
+        self.elapsed_before = 0.0  # wall time spent in earlier processes of this run
+        self.started = time.time()
+        self.updates_since_log, self.last_log_time = 0, self.started
+        self._stop_signal: int | None = None
 
-def train(cfg: TrainConfig, out: Path, progress: bool = True) -> list[dict[str, Any]]:
-    """Train the population of `cfg.seeds` and write `out/seed<k>/{progress.csv,run.json}`.
+    # -- the loop --------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        ckpt = checkpoint_path(self.out, cfg.seeds)
+        if ckpt.exists():
+            self.load_state_dict(load_checkpoint(ckpt, cfg.to_dict()))
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", file=sys.stderr,
+                   disable=not self.progress, mininterval=2.0,
+                   desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{self.members}")
+        try:
+            if self.step == 0:
+                self._log(bar)
+            while self.step < cfg.steps:
+                self._run_episode(bar)
+                if self.step % cfg.eval_every == 0 or self.step >= cfg.steps:
+                    self._log(bar)
+                if self._stop_signal is not None:
+                    self.save(ckpt)
+                    self._write_records("interrupted")
+                    raise RunInterrupted(self.step, self._stop_signal)
+                if self._checkpoint_due() and self.step < cfg.steps:
+                    self.save(ckpt)
+        finally:
+            bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        records = self._write_records("finished")
+        ckpt.unlink(missing_ok=True)
+        if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
+            ckpt.parent.rmdir()
+        return records
 
-    Returns the per-member run records (the contents of run.json).
-    """
-    started = time.time()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    members = len(cfg.seeds)
-    spec, method = ENVS[cfg.env], METHODS[cfg.method]
-    T = spec.episode_steps
-    streams = [MemberStreams.from_seed(seed, cfg.eval_episodes) for seed in cfg.seeds]
+    def _on_signal(self, signal_number: int, frame: Any) -> None:
+        # Finish the episode in flight, then checkpoint: checkpoints sit between episodes.
+        self._stop_signal = signal_number
 
-    env = _make_vec(cfg, members)
-    obs_space = env.single_observation_space
-    obs_dim = obs_space["observation"].shape[-1]
-    goal_dim = obs_space["desired_goal"].shape[-1]
-    action_dim = env.single_action_space.shape[-1]
-    learner = method.build(LearnerSpec(
-        members=members, obs_dim=obs_dim, goal_dim=goal_dim, action_dim=action_dim,
-        lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, action_noise=cfg.action_noise, c=cfg.c,
-        generators=[s.init for s in streams], extra=dict(cfg.extra),
-    ))
-    if isinstance(learner, torch.nn.Module):
-        learner.to(device)
-    replay = EpisodeReplay(
-        members, cfg.buffer_size, T, obs_dim, goal_dim, action_dim,
-        reward_fn=env.unwrapped.compute_reward if hasattr(env, "unwrapped") else
-        env.compute_reward,
-        rngs=[s.replay for s in streams], her_k=cfg.her_k if method.her else 0,
-    )
-    evaluate = Evaluator(cfg, streams, device)
-    rows: list[list[dict[str, float]]] = [[] for _ in range(members)]
-    meter = LossMeter()
-    last_log_time, updates_since_log = time.time(), 0
+    def _checkpoint_due(self) -> bool:
+        every = self.cfg.checkpoint_every
+        return every > 0 and self.step % every < self.T
 
-    def log(step: int) -> None:
-        nonlocal last_log_time, updates_since_log
-        success, mean_return = evaluate(learner)
-        losses = meter.means(members)
+    def _run_episode(self, bar: tqdm) -> None:
+        cfg, streams = self.cfg, self.streams
+        obs, _ = self.env.reset(seed=[s.env_seed for s in streams] if self.step == 0 else None)
+        self.replay.start_episode(obs["observation"], obs["achieved_goal"], obs["desired_goal"])
+        for _ in range(self.T):
+            self.step += 1
+            if self.step <= cfg.learning_starts:
+                action = np.stack([s.exploration.uniform(-1.0, 1.0, self.action_dim)
+                                   for s in streams])
+            else:
+                action = self.learner.act(*_split(obs, self.members, self.device))
+                action = action.reshape(self.members, -1).cpu().numpy()
+                noise = np.stack([s.exploration.normal(0.0, cfg.action_noise, self.action_dim)
+                                  for s in streams])
+                action = np.clip(action + noise, -1.0, 1.0)
+            action = action.astype(np.float32)
+            obs, _, _, _, _ = self.env.step(action)
+            self.replay.add_step(action, obs["observation"], obs["achieved_goal"])
+            if self.step > cfg.learning_starts and self.replay.size > 0:
+                self._update()
+            if self.step % cfg.eval_every == 0 and self.step % self.T != 0:
+                self._log(bar)  # an evaluation that falls inside an episode
+        bar.update(self.T)
+
+    def _update(self) -> None:
+        batch = self.replay.sample(self.cfg.batch_size)
+        tensors = {k: torch.as_tensor(getattr(batch, k), device=self.device)
+                   for k in ("obs", "action", "next_obs", "goal", "reward")}
+        values = self.learner.update(**tensors)
+        self.meter.add(values)
+        self.updates_since_log += 1
+        if self.step_hook is not None:
+            self.step_hook(self.step, self.learner)
+        self._check_divergence(values)
+
+    def _check_divergence(self, values: dict[str, torch.Tensor]) -> None:
+        """A member whose losses or Q-values stop being finite is recorded as diverged at
+        this step. Members are independent, so the others train on unaffected; its later
+        evaluations are written as missing."""
+        names = list(values)
+        stacked = torch.stack([values[k] for k in names])
+        finite = torch.isfinite(stacked)
+        if bool(finite.all()):
+            return
+        for m in torch.nonzero(~finite.all(dim=0)).flatten().tolist():
+            if m in self.diverged:
+                continue
+            first = int(torch.nonzero(~finite[:, m])[0])
+            quantity, value = names[first], float(stacked[first, m])
+            self.diverged[m] = {"step": self.step, "quantity": quantity, "value": str(value)}
+
+    def _log(self, bar: tqdm) -> None:
+        success, mean_return = self.evaluate(self.learner)
+        losses = self.meter.means()
         now = time.time()
-        rate = updates_since_log / (now - last_log_time) if updates_since_log else 0.0
-        for m in range(members):
-            rows[m].append({
-                "step": step, "success_rate": float(success[m]),
-                "mean_return": float(mean_return[m]),
-                **{k: float(v[m]) for k, v in losses.items()},
-                "wall_time_s": now - started, "updates_per_s": rate,
-            })
-        meter.reset()
-        last_log_time, updates_since_log = now, 0
-        if bar is not None:
-            bar.set_postfix(success=f"{success.mean():.2f}", refresh=False)
+        rate = self.updates_since_log / (now - self.last_log_time) if self.updates_since_log \
+            else 0.0
+        wall = self.elapsed_before + now - self.started
+        for m in range(self.members):
+            dead = m in self.diverged
+            row = {"step": self.step,
+                   "success_rate": math.nan if dead else float(success[m]),
+                   "mean_return": math.nan if dead else float(mean_return[m])}
+            row.update({k: math.nan if dead else float(losses[i, m])
+                        for i, k in enumerate(LOSS_COLUMNS)})
+            row.update({"wall_time_s": wall, "updates_per_s": rate})
+            self.rows[m].append(row)
+        self.meter.reset()
+        self.last_log_time, self.updates_since_log = now, 0
+        alive = [m for m in range(self.members) if m not in self.diverged]
+        if alive:
+            bar.set_postfix(success=f"{success[alive].mean():.2f}", refresh=False)
 
-    bar = tqdm(total=cfg.steps, unit="step", file=sys.stderr, disable=not progress,
-               desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{members}", mininterval=2.0)
-    log(0)
-    obs = None
-    for step in range(1, cfg.steps + 1):
-        if (step - 1) % T == 0:
-            obs, _ = env.reset(seed=[s.env_seed for s in streams] if obs is None else None)
-            replay.start_episode(obs["observation"], obs["achieved_goal"], obs["desired_goal"])
-        if step <= cfg.learning_starts:
-            action = np.stack([s.exploration.uniform(-1.0, 1.0, action_dim) for s in streams])
-        else:
-            action = learner.act(*_split(obs, members, device)).reshape(members, -1).cpu().numpy()
-            noise = np.stack([s.exploration.normal(0.0, cfg.action_noise, action_dim)
-                              for s in streams])
-            action = np.clip(action + noise, -1.0, 1.0)
-        action = action.astype(np.float32)
-        obs, _, _, _, _ = env.step(action)
-        replay.add_step(action, obs["observation"], obs["achieved_goal"])
-        if step > cfg.learning_starts and replay.size > 0:
-            batch = replay.sample(cfg.batch_size)
-            tensors = {k: torch.as_tensor(getattr(batch, k), device=device)
-                       for k in ("obs", "action", "next_obs", "goal", "reward")}
-            meter.add(learner.update(**tensors))
-            updates_since_log += 1
-        if step % cfg.eval_every == 0:
-            log(step)
-        if step % T == 0:
-            bar.update(T)
-    bar.close()
-    if cfg.steps % cfg.eval_every != 0:
-        log(cfg.steps)
+    # -- outputs ---------------------------------------------------------------------
+    def _write_records(self, status: str) -> list[dict[str, Any]]:
+        """run.json for every member; progress.csv too unless the run was interrupted, so a
+        finished-looking file never stands where an unfinished run is."""
+        now = time.time()
+        records = []
+        for m, seed in enumerate(self.cfg.seeds):
+            record: dict[str, Any] = {
+                "format_version": FORMAT_VERSION,
+                "status": "diverged" if m in self.diverged and status == "finished" else status,
+                "seed": seed,
+                "population": self.cfg.seeds,
+                "config": self.cfg.to_dict(),
+                "label": self.method.label(self.cfg.c),
+                "versions": package_versions(),
+                "device": str(self.device),
+                "threads": torch.get_num_threads(),
+                "step": self.step,
+                "replay_bytes_per_member": self.replay.nbytes // self.members,
+                "wall_time_s": self.elapsed_before + now - self.started,
+                "finished_at": now,
+                "resume_count": len(self.resumes),
+                "resumed": self.resumes,
+            }
+            if m in self.diverged:
+                info = self.diverged[m]
+                record.update({
+                    "diverged_at_step": info["step"],
+                    "diverged_reason": f"{info['quantity']} became {info['value']}",
+                })
+            directory = member_dir(self.out, seed)
+            if status != "interrupted":
+                _atomic_write(directory / "progress.csv", _progress_csv(self.rows[m]))
+            _atomic_write(directory / "run.json", json.dumps(record, indent=2) + "\n")
+            records.append(record)
+        return records
 
-    finished = time.time()
-    records = []
-    for m, seed in enumerate(cfg.seeds):
-        directory = member_dir(out, seed)
-        directory.mkdir(parents=True, exist_ok=True)
-        record = {
-            "format_version": FORMAT_VERSION,
-            "status": "finished",
-            "seed": seed,
-            "population": cfg.seeds,
-            "config": cfg.to_dict(),
-            "label": method.label(cfg.c),
-            "versions": package_versions(),
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "replay_bytes_per_member": replay.nbytes // members,
-            "started_at": started,
-            "finished_at": finished,
-            "wall_time_s": finished - started,
+    # -- checkpoints -----------------------------------------------------------------
+    def save(self, path: Path) -> int:
+        return save_checkpoint(path, self.state_dict(), self.cfg.to_dict())
+
+    def state_dict(self) -> dict[str, Any]:
+        learner = self.learner
+        return {
+            "step": self.step,
+            "learner": learner.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in _optimizers(learner)},
+            "replay": self.replay.state_dict(),
+            "env": self.env.get_state(),
+            "eval_env": self.evaluate.env.get_state(),
+            "eval_seeded": self.evaluate.seeds is None,
+            "exploration": [s.exploration.bit_generator.state for s in self.streams],
+            "replay_rngs": [s.replay.bit_generator.state for s in self.streams],
+            "meter_sums": self.meter.sums.cpu(), "meter_count": self.meter.count,
+            "updates_since_log": self.updates_since_log,
+            "rows": self.rows,
+            "diverged": {str(m): v for m, v in self.diverged.items()},
+            "resumes": self.resumes,
+            "elapsed": self.elapsed_before + time.time() - self.started,
         }
-        _atomic_write(directory / "progress.csv", _progress_csv(rows[m]))
-        _atomic_write(directory / "run.json", json.dumps(record, indent=2) + "\n")
-        records.append(record)
-    return records
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.learner.load_state_dict(state["learner"])
+        for name, opt in _optimizers(self.learner):
+            opt.load_state_dict(state["optimizers"][name])
+        self.replay.load_state_dict(as_numpy(state["replay"]))
+        self.env.set_state(as_numpy(state["env"]))
+        self.evaluate.env.set_state(as_numpy(state["eval_env"]))
+        if state["eval_seeded"]:
+            self.evaluate.seeds = None
+        for stream, rng_state, replay_state in zip(
+                self.streams, state["exploration"], state["replay_rngs"], strict=True):
+            stream.exploration.bit_generator.state = rng_state
+            stream.replay.bit_generator.state = replay_state
+        self.meter.sums.copy_(state["meter_sums"])
+        self.meter.count = int(state["meter_count"])
+        self.updates_since_log = int(state["updates_since_log"])
+        self.rows = state["rows"]
+        self.diverged = {int(m): v for m, v in state["diverged"].items()}
+        self.resumes = [*state["resumes"], {"from_step": self.step, "at": time.time()}]
+        self.elapsed_before = float(state["elapsed"])
+        self.started = self.last_log_time = time.time()
+
+
+def _optimizers(learner: Learner) -> list[tuple[str, torch.optim.Optimizer]]:
+    """The optimisers a learner owns, found by attribute so methods need no extra API."""
+    return sorted((name, value) for name, value in vars(learner).items()
+                  if isinstance(value, torch.optim.Optimizer))
+
+
+def train(cfg: TrainConfig, out: Path, progress: bool = True,
+          step_hook: StepHook | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv` and
+    `run.json`. Returns the per-member records (the contents of run.json)."""
+    return PopulationRun(cfg, out, progress, step_hook).run()
