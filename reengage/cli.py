@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import ConfigError, TrainConfig, parse_seeds, validate
 from .paths import checkpoint_path
 from .registry import ENVS, METHODS
+from .workflow import import_plugins
 
 USAGE_ERROR = 2
 
@@ -68,11 +69,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="discard this population's checkpoint and start from step 0")
     p.add_argument("--force", action="store_true",
                    help="allow writing into an existing non-empty --out")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it may register methods); repeatable")
+    p.add_argument("--wandb-project", default=None,
+                   help="also log every seed as a Weights & Biases run in this project")
+    p.add_argument("--wandb-group", default=None,
+                   help="wandb group (default: the --out path)")
+    p.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"],
+                   help="wandb mode (default offline: no account, no network)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _train(args: argparse.Namespace) -> int:
     try:
+        import_plugins(args.plugin)
         cfg = TrainConfig(
             env=args.env, dim=args.dim, method=args.method, seeds=parse_seeds(args.seeds),
             steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
@@ -109,12 +119,70 @@ def _train(args: argparse.Namespace) -> int:
     except RunInterrupted as interruption:
         print(f"reengage train: {interruption}", file=sys.stderr)
         return 128 + interruption.signal_number
+    if args.wandb_project:
+        from .tracking import log_population
+
+        log_population(out, records, args.wandb_project, args.wandb_group or str(out),
+                       args.wandb_mode)
     if not args.quiet:
         diverged = [r["seed"] for r in records if r["status"] == "diverged"]
         note = f"; diverged: seeds {diverged}" if diverged else ""
         print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, run.json)"
               f"{note}", file=sys.stderr)
     return 0
+
+
+def _add_check_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check-config", help="validate a workflow config against config/schema.yaml",
+        description="Validate a workflow config file (the same checks the Snakefile runs) "
+        "and print the number of training jobs it plans.",
+    )
+    p.add_argument("config", type=Path, help="a YAML config, e.g. config/paper.yaml")
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .workflow import apply_defaults, cells, seed_chunks, seeds_of, validate_config
+
+    try:
+        config = yaml.safe_load(args.config.read_text())
+        if not isinstance(config, dict):
+            raise ConfigError("(top level)", "the file does not hold a mapping of keys")
+        validate_config(config)
+    except OSError as error:
+        print(f"reengage check-config: cannot read {args.config}: {error.strerror}",
+              file=sys.stderr)
+        return USAGE_ERROR
+    except ConfigError as error:
+        print(f"reengage check-config: {args.config}: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    config = apply_defaults(config)
+    jobs = sum(len(seed_chunks(seeds_of(config["experiments"][cell.experiment]),
+                               config["seeds_per_job"])) for cell in cells(config))
+    print(f"{args.config}: valid; {jobs} training jobs")
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "bench", add_help=False,
+        help="throughput against Stable-Baselines3 and the GEMM ceiling "
+        "(benchmarks/throughput.py; `reengage bench --help` for its options)",
+    )
+
+
+def _bench(argv: list[str]) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "throughput.py"
+    if not script.exists():
+        print(f"reengage bench: {script} not found (run from a source checkout)",
+              file=sys.stderr)
+        return USAGE_ERROR
+    namespace = runpy.run_path(str(script))
+    return int(namespace["main"](argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,13 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
+    _add_check_config(sub)
+    _add_bench(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # the benchmark parses its own options
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "check-config":
+        return _check_config(args)
     return USAGE_ERROR
 
 

@@ -1,0 +1,266 @@
+# The ReenGAGE workflow: a config grid -> training jobs -> tidy tables -> model selection
+# -> figures, statistics, runtime table -> a claims report.
+#
+#   snakemake --cores 2                                   # the embedded default (minutes)
+#   snakemake --cores 2 --configfile config/paper.yaml    # the paper's grids (a cluster job)
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml
+#
+# The grid logic lives in reengage/workflow.py (tested without Snakemake).
+
+from snakemake.utils import min_version, validate
+
+from reengage.workflow import (
+    find_cell,
+    progress_files,
+    seed_chunks,
+    seeds_of,
+    train_arguments,
+    validate_config,
+)
+
+min_version("9.0")
+
+# --configfile replaces the default instead of being merged into it: a merged grid would
+# silently add the default's experiments to the paper's.
+if not config:
+
+    configfile: "config/default.yaml"
+
+
+validate_config(config)  # clear messages naming the key path, before any job runs
+validate(config, "config/schema.yaml")  # also fills in the schema's defaults
+
+RESULTS = config["results"]
+EXPERIMENTS = list(config["experiments"])
+ENV = "environment.yaml"
+
+
+wildcard_constraints:
+    experiment="[A-Za-z0-9_]+",
+    env="[A-Za-z0-9]+",
+    dim="[0-9]+",
+    method="[a-z][a-z0-9_]*(_c[0-9.]+)?",
+    batch="[0-9]+",
+    lr="[0-9.]+",
+
+
+def report_inputs(wildcards):
+    inputs = {
+        "tables": expand(
+            "{results}/tables/{experiment}/{table}",
+            results=RESULTS,
+            experiment=EXPERIMENTS,
+            table=["selection.csv", "stats.csv", "runtime.csv"],
+        )
+    }
+    inputs["figures"] = expand("{results}/figures/{e}.png", results=RESULTS, e=EXPERIMENTS)
+    if config["theory"]["enabled"]:
+        inputs["theory"] = f"{RESULTS}/tables/theory_slopes.csv"
+        inputs["theory_figure"] = f"{RESULTS}/figures/theory.png"
+    return inputs
+
+
+rule all:
+    input:
+        f"{RESULTS}/report.md",
+    default_target: True
+
+
+# One rule per distinct population of seeds: every seed keeps its own files, and one job
+# trains the whole population in one process (DESIGN.md).
+CHUNKS = {}
+for experiment_name, experiment in config["experiments"].items():
+    for chunk in seed_chunks(seeds_of(experiment), config["seeds_per_job"]):
+        CHUNKS.setdefault(chunk, []).append(experiment_name)
+
+for chunk, chunk_experiments in CHUNKS.items():
+    chunk_name = "_".join(map(str, chunk))
+
+    rule:
+        name:
+            f"train_seeds_{chunk_name}"
+        wildcard_constraints:
+            experiment="|".join(chunk_experiments),
+        output:
+            progress=[
+                f"{RESULTS}/runs/{{experiment}}/{{env}}-d{{dim}}/{{method}}/b{{batch}}_lr{{lr}}/seed{s}/progress.csv"
+                for s in chunk
+            ],
+            record=[
+                f"{RESULTS}/runs/{{experiment}}/{{env}}-d{{dim}}/{{method}}/b{{batch}}_lr{{lr}}/seed{s}/run.json"
+                for s in chunk
+            ],
+        log:
+            f"{RESULTS}/logs/train/{{experiment}}/{{env}}-d{{dim}}/{{method}}/b{{batch}}_lr{{lr}}/seeds{chunk_name}.log",
+        params:
+            arguments=lambda wildcards, chunk=chunk: train_arguments(
+                config, find_cell(config, wildcards), chunk
+            ),
+            out=lambda wildcards: f"{RESULTS}/runs/{wildcards.experiment}/{wildcards.env}-d{wildcards.dim}/{wildcards.method}/b{wildcards.batch}_lr{wildcards.lr}",
+        threads: config["threads_per_job"]
+        resources:
+            mem_mb=4000,
+            runtime=720,
+        conda:
+            ENV
+        shell:
+            # --force: other populations of the same cell write beside this one; a
+            # checkpoint of this population (left by a killed job) is resumed.
+            "reengage train {params.arguments} --out {params.out} --force --quiet > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        lambda wildcards: progress_files(config, wildcards.experiment),
+    output:
+        f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+    log:
+        f"{RESULTS}/logs/aggregate/{{experiment}}.log",
+    params:
+        runs=lambda wildcards: f"{RESULTS}/runs/{wildcards.experiment}",
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.aggregate --runs {params.runs} "
+        "--experiment {wildcards.experiment} --out {output} > {log} 2>&1"
+
+
+rule select:
+    input:
+        f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+    output:
+        f"{RESULTS}/tables/{{experiment}}/selection.csv",
+    log:
+        f"{RESULTS}/logs/select/{{experiment}}.log",
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.select --curves {input} --out {output} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        curves=f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+        selection=f"{RESULTS}/tables/{{experiment}}/selection.csv",
+    output:
+        png=f"{RESULTS}/figures/{{experiment}}.png",
+        pdf=f"{RESULTS}/figures/{{experiment}}.pdf",
+    log:
+        f"{RESULTS}/logs/figures/{{experiment}}.log",
+    params:
+        note=lambda wildcards: config["experiments"][wildcards.experiment]["note"],
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.figures --curves {input.curves} "
+        "--selection {input.selection} --out {output.png} --note '{params.note}' "
+        "> {log} 2>&1"
+
+
+rule stats:
+    input:
+        curves=f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+        selection=f"{RESULTS}/tables/{{experiment}}/selection.csv",
+    output:
+        f"{RESULTS}/tables/{{experiment}}/stats.csv",
+    log:
+        f"{RESULTS}/logs/stats/{{experiment}}.log",
+    params:
+        reps=config["bootstrap_reps"],
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.stats --curves {input.curves} "
+        "--selection {input.selection} --reps {params.reps} --out {output} > {log} 2>&1"
+
+
+rule runtime:
+    input:
+        f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+    output:
+        table=f"{RESULTS}/tables/{{experiment}}/runtime.csv",
+        markdown=f"{RESULTS}/tables/{{experiment}}/runtime.md",
+    log:
+        f"{RESULTS}/logs/runtime/{{experiment}}.log",
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.runtime --curves {input} --out {output.table} "
+        "--markdown {output.markdown} > {log} 2>&1"
+
+
+rule theory:
+    output:
+        points=f"{RESULTS}/tables/theory_points.csv",
+        slopes=f"{RESULTS}/tables/theory_slopes.csv",
+        rank=f"{RESULTS}/tables/theory_rank.csv",
+    log:
+        f"{RESULTS}/logs/theory.log",
+    params:
+        dims=" ".join(map(str, config["theory"]["dims"])),
+        seeds=config["theory"]["seeds"],
+    threads: 1
+    conda:
+        ENV
+    shell:
+        "python -m reengage.theory --dims {params.dims} --seeds {params.seeds} "
+        "--out-points {output.points} --out-slopes {output.slopes} "
+        "--out-rank {output.rank} > {log} 2>&1"
+
+
+rule theory_figure:
+    input:
+        points=f"{RESULTS}/tables/theory_points.csv",
+        slopes=f"{RESULTS}/tables/theory_slopes.csv",
+    output:
+        png=f"{RESULTS}/figures/theory.png",
+        pdf=f"{RESULTS}/figures/theory.pdf",
+    log:
+        f"{RESULTS}/logs/theory_figure.log",
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.theory_figure --points {input.points} "
+        "--slopes {input.slopes} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+
+
+rule report:
+    input:
+        unpack(report_inputs),
+    output:
+        f"{RESULTS}/report.md",
+    log:
+        f"{RESULTS}/logs/report.log",
+    params:
+        tables=f"{RESULTS}/tables",
+        figures=f"{RESULTS}/figures",
+        theory=(
+            f"--theory {RESULTS}/tables/theory_slopes.csv"
+            if config["theory"]["enabled"]
+            else ""
+        ),
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.report --tables {params.tables} "
+        "--figures {params.figures} --out {output} {params.theory} > {log} 2>&1"
+
+
+# Not part of the default target: minutes of benchmarking, one command away:
+#   snakemake --cores 2 throughput
+rule throughput:
+    output:
+        json=f"{RESULTS}/benchmarks/throughput.json",
+        png=f"{RESULTS}/figures/throughput.png",
+    log:
+        f"{RESULTS}/logs/throughput.log",
+    params:
+        quick="--quick" if config["benchmark"]["quick"] else "",
+        threads=config["benchmark"]["threads"],
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "(reengage bench --threads {params.threads} {params.quick} --json {output.json} && "
+        "python -m reengage.analysis.throughput_figure --json {output.json} "
+        "--out {output.png}) > {log} 2>&1"

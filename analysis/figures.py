@@ -1,0 +1,257 @@
+"""Learning-curve figures in the paper's style: one figure per experiment, one panel per
+(env, d), x = environment steps, y = a metric (success rate by default), mean +- sd over
+seeds for the selected batch x lr cell of each method variant.
+
+Missing points are never averaged in: at each step the band is over the seeds that have a
+value there. A diverged seed stops having values, so from its divergence on the curve is an
+average over fewer seeds; the figure marks that step with a cross and the legend says how
+many seeds diverged. Matplotlib's object API (no pyplot) keeps this free of display backends.
+
+Usage:
+    python -m reengage.analysis.figures --curves results/tables/EXP/curves.parquet \
+        --selection results/tables/EXP/selection.csv --out results/figures/EXP.png \
+        [--metric success_rate] [--note "reduced: 3k steps"] [--reference "Greedy=12.5"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from reengage.analysis.aggregate import (
+    AnalysisError,
+    OneLineParser,
+    atomic_write_bytes,
+    read_curves,
+    require_suffix,
+    run_cli,
+)
+from reengage.analysis.labels import BOUNDED_METRICS, DEFAULT_BASELINE, metric_name
+from reengage.analysis.select import check_metric, read_selection, selected_curves
+
+BASELINE_COLOR = "#333333"
+
+
+def _steps(value: float, _position: int) -> str:
+    """Axis ticks as 0, 500, 1k, 2.5k, 400k: the paper's step counts span 3 decades."""
+    if abs(value) >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def curve_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per step: mean and sd over the seeds that have a value, and how many they are.
+
+    A step where no seed has a value is dropped, so the curve ends rather than going NaN.
+    """
+    present = runs.dropna(subset=[metric])
+    summary = present.groupby("step")[metric].agg(["mean", "std", "count"])
+    summary["std"] = summary["std"].fillna(0.0)  # one seed: no spread to draw
+    return summary.reset_index()
+
+
+def _variant_order(table: pd.DataFrame, baseline: str) -> list[str]:
+    """Baseline first, then the others by method and coefficient, so colours are stable."""
+    variants = table.drop_duplicates("variant")[["variant", "method", "c"]]
+    variants = variants.assign(is_base=variants["method"] != baseline)
+    variants = variants.sort_values(["is_base", "method", "c"], na_position="first")
+    return variants["variant"].tolist()
+
+
+def _legend_labels(table: pd.DataFrame, order: list[str]) -> dict[str, str]:
+    """run.json's label; made unique with the variant name if two variants share one."""
+    labels = table.drop_duplicates("variant").set_index("variant")["label"]
+    counts = labels.value_counts()
+    return {v: labels[v] if counts[labels[v]] == 1 else f"{labels[v]} [{v}]" for v in order}
+
+
+def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
+                    metric: str = "success_rate", note: str | None = None,
+                    reference_lines: dict[str, float] | None = None,
+                    baseline: str = DEFAULT_BASELINE) -> Figure:
+    """One experiment's selected curves as a matplotlib Figure (not yet saved).
+
+    Raises AnalysisError if the tables hold more than one experiment or the metric was
+    never logged.
+    """
+    check_metric(curves, metric)
+    table = selected_curves(curves, selection)
+    experiments = table["experiment"].unique()
+    if len(experiments) != 1:
+        raise AnalysisError(f"one experiment per figure; the tables hold {list(experiments)}")
+    experiment = experiments[0]
+    panels = table[["env", "dim"]].drop_duplicates().sort_values(["env", "dim"])
+    panels = list(panels.itertuples(index=False, name=None))
+    order = _variant_order(table, baseline)
+    labels = _legend_labels(table, order)
+    palette = iter(sns.color_palette("colorblind", len(order)))
+    base_variants = set(table.loc[table["method"] == baseline, "variant"])
+    colors = {v: BASELINE_COLOR if v in base_variants else next(palette) for v in order}
+    seeds = table.drop_duplicates(["env", "dim", "variant", "seed"])
+    seed_counts = seeds.groupby(["env", "dim", "variant"]).size()
+    diverged = seeds[seeds["status"] == "diverged"]
+    seeds_per_panel = sorted(seed_counts.unique())
+    many_envs = table["env"].nunique() > 1
+    bounded = metric in BOUNDED_METRICS
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
+        width = max(4.0 * len(panels), 6.5)
+        figure = Figure(figsize=(width, 4.6), layout="constrained")
+        # One y scale where panels are comparable: a probability, or one environment's metric.
+        shared = bounded or table["env"].nunique() == 1
+        axes = figure.subplots(1, len(panels), sharey=shared, squeeze=False)[0]
+        for ax, (env, dim) in zip(axes, panels, strict=True):
+            panel = table[(table["env"] == env) & (table["dim"] == dim)]
+            for variant in order:
+                runs = panel[panel["variant"] == variant]
+                if runs.empty:
+                    continue
+                summary = curve_summary(runs, metric)
+                low = summary["mean"] - summary["std"]
+                high = summary["mean"] + summary["std"]
+                if bounded:
+                    low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
+                color = colors[variant]
+                ax.plot(summary["step"], summary["mean"], color=color, lw=1.8)
+                ax.fill_between(summary["step"], low, high, color=color, alpha=0.18, lw=0)
+                for at in runs.loc[runs["status"] == "diverged", "diverged_at_step"].unique():
+                    if pd.isna(at):
+                        continue
+                    # Mark, on the drawn line, where the average loses a seed.
+                    y = np.interp(int(at), summary["step"], summary["mean"])
+                    ax.plot([int(at)], [y], marker="x", ms=8, mew=2, color=color, ls="none",
+                            zorder=5)
+            for offset, value in enumerate((reference_lines or {}).values()):
+                ax.axhline(value, color="0.35", lw=1.2,
+                           ls=["--", ":", "-."][offset % 3], zorder=1)
+            ax.set_title(f"{env}, d = {dim}")
+            ax.set_xlabel("environment steps")
+            ax.xaxis.set_major_formatter(FuncFormatter(_steps))
+            ax.set_xlim(left=0)
+            if bounded:
+                ax.set_ylim(-0.02, 1.02)
+        axes[0].set_ylabel(metric_name(metric))
+
+        handles, names = [], []
+        for variant in order:
+            text = labels[variant]
+            lost = diverged[diverged["variant"] == variant].groupby(["env", "dim"]).size()
+            if not lost.empty:
+                where = ", ".join(
+                    f"{n}/{seed_counts[(env, dim, variant)]} at "
+                    f"{f'{env} ' if many_envs else ''}d={dim}"
+                    for (env, dim), n in lost.items()
+                )
+                text += f"  (seeds diverged: {where})"
+            handles.append((Line2D([], [], color=colors[variant], lw=1.8),
+                            Patch(color=colors[variant], alpha=0.18)))
+            names.append(text)
+        for offset, (name, value) in enumerate((reference_lines or {}).items()):
+            handles.append(Line2D([], [], color="0.35", lw=1.2, ls=["--", ":", "-."][offset % 3]))
+            names.append(f"{name} ({value:g})")
+        if not diverged.empty:
+            handles.append(Line2D([], [], color="0.3", marker="x", ms=8, mew=2, ls="none"))
+            names.append("a seed diverges (later points: mean of the remaining seeds)")
+        # The legend's title says what each curve is, so the figure explains itself.
+        legend = figure.legend(
+            handles, names, loc="outside lower center",
+            ncol=min(len(names), 2 if len(names) > 3 else 3), frameon=False,
+            title="per method and d: the batch × lr cell with the best area under the curve "
+            "(selection.csv)", title_fontsize="small",
+        )
+        legend.get_title().set_color("0.35")
+
+        counts = "/".join(str(n) for n in seeds_per_panel)
+        title = f"{experiment}: {metric_name(metric)}, mean ± sd over {counts} seeds"
+        if note:
+            title += f" ({note})"
+        figure.suptitle(title)
+    return figure
+
+
+def plot_experiment(curves: pd.DataFrame, selection: pd.DataFrame, out_png: Path,
+                    metric: str = "success_rate", note: str | None = None,
+                    reference_lines: dict[str, float] | None = None,
+                    baseline: str = DEFAULT_BASELINE) -> tuple[Path, Path]:
+    """Draw (see `draw_experiment`) and write `out_png` and the PDF beside it."""
+    figure = draw_experiment(curves, selection, metric, note, reference_lines, baseline)
+    out_png = Path(out_png)
+    out_pdf = out_png.with_suffix(".pdf")
+    atomic_write_bytes(out_png, lambda tmp: figure.savefig(tmp, format="png", dpi=150))
+    atomic_write_bytes(out_pdf, lambda tmp: figure.savefig(tmp, format="pdf"))
+    return out_png, out_pdf
+
+
+def parse_reference(items: list[str]) -> dict[str, float]:
+    """`LABEL=VALUE` pairs -> {label: value}; the label may contain spaces."""
+    lines: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        if not sep or not name.strip():
+            raise AnalysisError(f"--reference {item!r}: expected LABEL=VALUE")
+        try:
+            lines[name.strip()] = float(value)
+        except ValueError:
+            raise AnalysisError(f"--reference {item!r}: {value!r} is not a number") from None
+        if not np.isfinite(lines[name.strip()]):
+            raise AnalysisError(f"--reference {item!r}: the value must be finite")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m reengage.analysis.figures",
+        description="Plot one experiment: one panel per d, mean ± sd over seeds of the "
+        "selected cell of each method variant. Writes OUT (.png) and the same name with .pdf.",
+        epilog="example: python -m reengage.analysis.figures --curves "
+        "results/tables/cs/curves.parquet --selection results/tables/cs/selection.csv "
+        "--out results/figures/cs.png --note 'reduced: 3k steps'",
+    )
+    parser.add_argument("--curves", required=True, type=Path,
+                        help="tidy table from reengage.analysis.aggregate (.parquet)")
+    parser.add_argument("--selection", required=True, type=Path,
+                        help="selection.csv from reengage.analysis.select")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output .png; the .pdf is written beside it")
+    parser.add_argument("--metric", default=None,
+                        help="y axis column (default: the metric the selection was made on)")
+    parser.add_argument("--note", default=None,
+                        help="appended to the title, e.g. 'reduced: 3k steps'")
+    parser.add_argument("--reference", action="append", default=[], metavar="LABEL=VALUE",
+                        help="horizontal reference line, e.g. 'Perfect greedy agent=21.3' "
+                        "(repeatable)")
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE,
+                        help=f"method drawn in grey, first in the legend (default "
+                        f"{DEFAULT_BASELINE})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        require_suffix(args.out, [".png"], "--out")
+        references = parse_reference(args.reference)
+        curves = read_curves(args.curves)
+        selection = read_selection(args.selection)
+        metric = args.metric or str(selection["metric"].iloc[0])
+        png, pdf = plot_experiment(curves, selection, args.out, metric=metric,
+                                   note=args.note, reference_lines=references,
+                                   baseline=args.baseline)
+        print(f"wrote {png} and {pdf}", file=sys.stderr)
+
+    return run_cli(parser.prog, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,704 @@
+"""`results/report.md`: each claim of the paper (PAPER.md section 5) beside what this run
+measured, with the numbers and a verdict, generated from the tables only.
+
+Each experiment's tables live in `TABLES/{experiment}/` (`selection.csv`, and when present
+`stats.csv`, `runtime.csv`, `runtime.md`); its figure is `FIGURES/{experiment}.png`. Which
+experiment bears on which claim is decided by environment and method names (`CLAIMS`
+below), so a claim whose environment or methods were not run reads "not covered by this
+config".
+
+Verdicts (also written into the report, section "How verdicts are decided"):
+* "A beats B": the probability of improvement of A over B on the normalised AUC, over all d
+  of the environment, with its 95 % stratified-bootstrap CI (stats.py). Supported if the CI
+  lies above 0.5, not supported if it lies below 0.5, inconclusive if it contains 0.5. With
+  several coefficients c, the claim is supported only if every c is, not supported if any
+  c is significantly worse, inconclusive otherwise.
+* "the margin grows with d": the CI of the margin growth (IQM AUC difference at the largest
+  d minus at the smallest d) lies above 0 (supported), below 0 (not supported), or
+  contains 0 (inconclusive).
+* "no significant gain": supported if no variant's PoI CI lies above 0.5.
+* runtime: the median over settings of (wall time with / without) within the paper's
+  +34..60 % widened by 10 points, 1.24..1.70 (supported); below 1.0 or above 2.0 (not
+  supported); otherwise inconclusive.
+* theory: per environment, supported if the TD slope's CI lies above the gradient slope's
+  and the slopes are near 2 and 1 (within 0.5); not supported if the TD slope's CI lies
+  below the gradient's or a CI lies wholly outside its expected band; else inconclusive.
+A claim made of several parts is supported if every covered part is, not supported if any
+is, inconclusive otherwise. Diverged seeds are left out of the statistics; the report shows
+how many there were beside every comparison.
+
+Usage:
+    python -m reengage.analysis.report --tables results/tables --figures results/figures \
+        --out results/report.md [--theory results/tables/theory_slopes.csv] [--note TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reengage.analysis.aggregate import (
+    AnalysisError,
+    OneLineParser,
+    atomic_write_text,
+    require_file,
+    require_suffix,
+    run_cli,
+)
+from reengage.analysis.labels import metric_name
+from reengage.analysis.runtime import PAPER_RATIO_RANGE, RUNTIME_COLUMNS
+from reengage.analysis.select import read_selection
+from reengage.analysis.stats import STATS_COLUMNS
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+NOT_COVERED = "not covered by this config"
+RUNTIME_BAND = (PAPER_RATIO_RANGE[0] - 0.10, PAPER_RATIO_RANGE[1] + 0.10)
+RUNTIME_FAR = (1.0, 2.0)
+THEORY_EXPECTED = {"td": 2.0, "gradient": 1.0}
+THEORY_TOLERANCE = 0.5
+
+# What the paper's settings were (PAPER.md section 4), to say whether this run is reduced.
+PAPER_SETUP = {
+    "ContinuousSeek": {"dims": [5, 10, 20], "seeds": 20, "batches": 3, "lrs": 4,
+                       "steps": {10: 50_000, 20: 400_000}},
+    "DriveSeek": {"steps": {None: 160_000}},
+    "NoisySeek": {"steps": {None: 160_000}},
+}
+
+
+# -- reading the tables ---------------------------------------------------------------------
+@dataclass
+class Experiment:
+    name: str
+    selection: pd.DataFrame
+    stats: pd.DataFrame | None
+    runtime: pd.DataFrame | None
+    runtime_md: str | None
+    figure: Path
+
+    @property
+    def chosen(self) -> pd.DataFrame:
+        return self.selection[self.selection["selected"]]
+
+
+def _read_optional_csv(path: Path, columns: list[str] | None = None,
+                       producer: str = "") -> pd.DataFrame | None:
+    """The table at `path` if there is one, with `columns` checked (a table from an older
+    version of a stage is refused rather than half-read)."""
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise AnalysisError(f"{path}: not a readable CSV ({error})") from None
+    missing = [c for c in columns or [] if c not in table.columns]
+    if missing:
+        raise AnalysisError(f"{path}: missing columns {', '.join(missing)}; regenerate it "
+                            f"with {producer}")
+    return table
+
+
+def load_experiments(tables: Path, figures: Path,
+                     names: list[str] | None = None) -> list[Experiment]:
+    """Every `tables/*/selection.csv` (or only the named experiments)."""
+    if not tables.is_dir():
+        raise AnalysisError(f"--tables {tables}: not a directory")
+    if names:
+        directories = [tables / name for name in names]
+        for directory in directories:
+            require_file(directory / "selection.csv", "--experiment")
+    else:
+        directories = sorted(d for d in tables.iterdir() if (d / "selection.csv").is_file())
+    experiments = []
+    for directory in directories:
+        md = directory / "runtime.md"
+        experiments.append(Experiment(
+            name=directory.name,
+            selection=read_selection(directory / "selection.csv"),
+            stats=_read_optional_csv(directory / "stats.csv", STATS_COLUMNS,
+                                     "reengage.analysis.stats"),
+            runtime=_read_optional_csv(directory / "runtime.csv", RUNTIME_COLUMNS,
+                                       "reengage.analysis.runtime"),
+            runtime_md=md.read_text(encoding="utf-8") if md.is_file() else None,
+            figure=figures / f"{directory.name}.png",
+        ))
+    return experiments
+
+
+def read_theory(path: Path) -> pd.DataFrame:
+    """theory_slopes.csv: env, loss (td | gradient), slope, ci_low, ci_high."""
+    require_file(path, "--theory")
+    table = _read_optional_csv(path, ["env", "loss", "slope", "ci_low", "ci_high"],
+                               "the theory stage")
+    assert table is not None  # require_file above
+    unknown = sorted(set(table["loss"]) - set(THEORY_EXPECTED))
+    if unknown:
+        raise AnalysisError(f"--theory {path}: unknown loss {unknown} (expected td, gradient)")
+    return table
+
+
+# -- formatting -----------------------------------------------------------------------------
+def _num(value: float, digits: int = 2) -> str:
+    return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _ci(row: pd.Series, digits: int = 2) -> str:
+    return f"{_num(row['estimate'], digits)} [{_num(row['ci_low'], digits)}, " \
+           f"{_num(row['ci_high'], digits)}]"
+
+
+def _dims(tasks: str) -> str:
+    """stats.csv's `d5;d10;d20` -> `5, 10, 20`."""
+    return ", ".join(t.removeprefix("d") for t in str(tasks).split(";"))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def combine(verdicts: list[str]) -> str:
+    """All supported -> supported; any not supported -> not supported; else inconclusive."""
+    if not verdicts:
+        return NOT_COVERED
+    if all(v == SUPPORTED for v in verdicts):
+        return SUPPORTED
+    if any(v == NOT_SUPPORTED for v in verdicts):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def interval_verdict(low: float, high: float, threshold: float) -> str:
+    """Supported if the CI lies above `threshold`, not supported if below, else inconclusive."""
+    if low > threshold:
+        return SUPPORTED
+    if high < threshold:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+# -- claims ---------------------------------------------------------------------------------
+@dataclass
+class Part:
+    """One checkable statement of a claim: its verdict (None: not covered) and evidence."""
+
+    statement: str
+    verdict: str | None
+    evidence: list[str] = field(default_factory=list)
+    why_not_covered: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A treatment method against a baseline method on environments whose name starts with
+    one of `envs` (HandManipulateBlock covers its Rotate/Full variants)."""
+
+    envs: tuple[str, ...]
+    baseline: str
+    treatment: str
+
+    def env_matches(self, env: str) -> bool:
+        return any(env.startswith(prefix) for prefix in self.envs)
+
+
+def _pair_rows(experiments: list[Experiment], comparison: Comparison) -> pd.DataFrame:
+    frames = [e.stats for e in experiments if e.stats is not None and not e.stats.empty]
+    if not frames:
+        return pd.DataFrame()
+    stats = pd.concat(frames, ignore_index=True)
+    keep = stats["env"].map(comparison.env_matches) & (stats["method"] == comparison.treatment)
+    pairs = keep & (stats["baseline_method"] == comparison.baseline)
+    iqm = keep | ((stats["method"] == comparison.baseline) & stats["env"].map(
+        comparison.env_matches))
+    return stats[pairs | (iqm & (stats["statistic"] == "iqm"))]
+
+
+def _pick(rows: pd.DataFrame, **where) -> pd.DataFrame:
+    mask = np.ones(len(rows), dtype=bool)
+    for key, value in where.items():
+        mask &= (rows[key].isna() if value is None else rows[key] == value).to_numpy()
+    return rows[mask]
+
+
+def _variants(rows: pd.DataFrame, method: str) -> pd.DataFrame:
+    """(experiment, env, variant, label, c) of `method`, by c."""
+    found = rows[rows["method"] == method]
+    return found.drop_duplicates(["experiment", "env", "variant"]).sort_values(
+        ["experiment", "env", "c"])[["experiment", "env", "variant", "label", "c"]]
+
+
+def _comparison_table(rows: pd.DataFrame, comparison: Comparison, score: str,
+                      verdict_of: Callable[[pd.Series], str] | None,
+                      scope: str = "all_d", dim: int | None = None) -> tuple[list[str], list]:
+    """Evidence lines (a markdown table) and the per-variant verdicts of a PoI rule."""
+    verdicts, body = [], []
+    for v in _variants(rows, comparison.treatment).itertuples(index=False):
+        here = _pick(rows, experiment=v.experiment, env=v.env, score=score)
+        poi = _pick(here, variant=v.variant, statistic="poi", scope=scope,
+                    **({"dim": dim} if dim is not None else {}))
+        if poi.empty:
+            continue
+        poi = poi.iloc[0]
+        dims = _dims(poi["tasks"])
+        mine = _pick(here, variant=v.variant, statistic="iqm", scope=scope,
+                     **({"dim": dim} if dim is not None else {}))
+        base = _pick(here, variant=poi["baseline_variant"], statistic="iqm", scope=scope,
+                     **({"dim": dim} if dim is not None else {}))
+        per_d = _pick(here, variant=v.variant, statistic="iqm_diff", scope="d")
+        if dim is not None:
+            per_d = per_d[per_d["dim"] == dim]
+        diffs = ", ".join(f"d={int(r['dim'])}: {float(r['estimate']):+.3f}"
+                          for _, r in per_d.sort_values("dim").iterrows())
+        row = [
+            f"{v.experiment}", f"{v.env} d={dims}", v.label,
+            _ci(mine.iloc[0]) if not mine.empty else "–",
+            f"{_ci(base.iloc[0]) if not base.empty else '–'}",
+            diffs or "–", _ci(poi),
+            f"{int(poi['n_runs'])} / {int(poi['baseline_n_runs'])}",
+            f"{int(poi['n_diverged'])} / {int(poi['baseline_n_diverged'])}",
+        ]
+        if verdict_of:
+            verdicts.append(verdict_of(poi))
+            row.append(verdicts[-1])
+        body.append(row)
+    if not body:
+        return [], []
+    what = "IQM AUC" if score == "auc" else f"IQM {score}"
+    header = ["experiment", "task", "method", f"{what} [95% CI]", f"{what} baseline",
+              "IQM diff per d", "P(improvement) [95% CI]", "seeds per d (method / baseline)",
+              "diverged (method / baseline)"] + (["verdict"] if verdict_of else [])
+    return _table(header, body), verdicts
+
+
+def _beats_part(experiments: list[Experiment], comparison: Comparison, statement: str,
+                dim: int | None = None) -> Part:
+    rows = _pair_rows(experiments, comparison)
+    if rows.empty:
+        return Part(statement, None)
+    scope = "all_d" if dim is None else "d"
+
+    def rule(poi: pd.Series) -> str:
+        return interval_verdict(poi["ci_low"], poi["ci_high"], 0.5)
+
+    lines, verdicts = _comparison_table(rows, comparison, "auc", rule, scope, dim)
+    if not verdicts:
+        return Part(statement, None)
+    final, _ = _comparison_table(rows, comparison, "final", None, scope, dim)
+    metrics = sorted(rows["metric"].dropna().unique())
+    evidence = [f"Normalised area under the {', '.join(map(metric_name, metrics))} curve "
+                "(decides the verdict):", "", *lines, "",
+                "Final value (for reference):", "", *final]
+    return Part(statement, combine(verdicts), evidence)
+
+
+def _growth_part(experiments: list[Experiment], comparison: Comparison,
+                 statement: str) -> Part:
+    rows = _pair_rows(experiments, comparison)
+    growth = rows[rows["statistic"] == "margin_growth"] if not rows.empty else rows
+    if growth.empty:
+        return Part(statement, None,
+                    why_not_covered="needs two d values or more" if not rows.empty else "")
+    body, verdicts = [], []
+    for _, r in growth.sort_values(["experiment", "env", "score", "c"]).iterrows():
+        verdict = interval_verdict(r["ci_low"], r["ci_high"], 0.0)
+        if r["score"] == "auc":
+            verdicts.append(verdict)
+        body.append([r["experiment"], f"{r['env']} d={_dims(r['tasks'])}",
+                     r["label"], r["score"], _ci(r, 3),
+                     verdict if r["score"] == "auc" else f"({verdict}; not used)"])
+    lines = ["Margin growth = IQM difference (method − baseline) at the largest d minus at "
+             "the smallest d:", "",
+             *_table(["experiment", "tasks", "method", "score", "growth [95% CI]", "verdict"],
+                     body)]
+    return Part(statement, combine(verdicts), lines)
+
+
+def _no_gain_part(experiments: list[Experiment], comparison: Comparison,
+                  statement: str) -> Part:
+    rows = _pair_rows(experiments, comparison)
+    if rows.empty:
+        return Part(statement, None)
+
+    def rule(poi: pd.Series) -> str:
+        return NOT_SUPPORTED if poi["ci_low"] > 0.5 else SUPPORTED
+
+    lines, verdicts = _comparison_table(rows, comparison, "auc", rule)
+    if not verdicts:
+        return Part(statement, None)
+    lines += ["", "(No significant gain is absence of evidence: with few seeds the CIs are "
+              "wide.)"]
+    return Part(statement, combine(verdicts), lines)
+
+
+def _instability_part(experiments: list[Experiment], comparison: Comparison,
+                      statement: str) -> Part:
+    """The largest c against the smallest: more diverged seeds or a lower IQM AUC."""
+    rows = _pair_rows(experiments, comparison)
+    if rows.empty:
+        return Part(statement, None)
+    iqm = _pick(rows, statistic="iqm", scope="all_d", score="auc")
+    iqm = iqm[iqm["method"] == comparison.treatment].sort_values("c")
+    if iqm["c"].nunique() < 2:
+        return Part(statement, None, why_not_covered="needs two values of c or more")
+    small, large = iqm.iloc[0], iqm.iloc[-1]
+    if large["n_diverged"] > small["n_diverged"] or large["ci_high"] < small["ci_low"]:
+        verdict = SUPPORTED
+    elif large["ci_low"] > small["ci_high"]:
+        verdict = NOT_SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    body = [[r["label"], _ci(r), f"{int(r['n_diverged'])} of {int(r['n_seeds'])}"]
+            for r in (small, large)]
+    return Part(statement, verdict,
+                _table(["method", "IQM AUC [95% CI]", "diverged seeds"], body))
+
+
+def _runtime_part(experiments: list[Experiment], pairs: list[Comparison],
+                  statement: str) -> Part:
+    frames = [e.runtime for e in experiments if e.runtime is not None and not e.runtime.empty]
+    if not frames:
+        return Part(statement, None)
+    runtime = pd.concat(frames, ignore_index=True)
+    wanted = np.zeros(len(runtime), dtype=bool)
+    for pair in pairs:
+        wanted |= ((runtime["method"] == pair.treatment)
+                   & (runtime["baseline_method"] == pair.baseline)).to_numpy()
+    rows = runtime[wanted & runtime["ratio"].notna().to_numpy()]
+    if rows.empty:
+        return Part(statement, None)
+    ratios = rows["ratio"].to_numpy(float)
+    median = float(np.median(ratios))
+    if RUNTIME_BAND[0] <= median <= RUNTIME_BAND[1]:
+        verdict = SUPPORTED
+    elif median < RUNTIME_FAR[0] or median > RUNTIME_FAR[1]:
+        verdict = NOT_SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    slowdown = rows["update_slowdown"].dropna()
+    body = [[r["experiment"], r["env"], r["dim"], r["batch_size"], r["label"],
+             f"{r['wall_time_mean_s']:.1f}", f"{r['baseline_wall_time_mean_s']:.1f}",
+             _num(r["ratio"]), _num(r["update_slowdown"]), int(r["n_populations"])]
+            for _, r in rows.iterrows()]
+    evidence = [
+        f"Median wall-time ratio over {len(ratios)} settings: **{median:.2f}** (range "
+        f"{ratios.min():.2f}–{ratios.max():.2f}); median update-rate slowdown "
+        f"{_num(float(slowdown.median()) if not slowdown.empty else float('nan'))}. "
+        f"Paper: {PAPER_RATIO_RANGE[0]:.2f}–{PAPER_RATIO_RANGE[1]:.2f} (on GPUs, one seed "
+        "per process; here populations of seeds share a process).",
+        "",
+        *_table(["experiment", "env", "d", "batch", "method", "with (s)", "without (s)",
+                 "ratio", "update slowdown", "populations"], body),
+    ]
+    if ratios.max() / ratios.min() > 1.5:
+        evidence += ["", "The ratios vary by more than 1.5× between settings: timings on a "
+                     "shared machine are noisy (were several populations run at once?); "
+                     "the verdict uses the median."]
+    return Part(statement, verdict, evidence)
+
+
+def _theory_part(theory: pd.DataFrame | None, statement: str) -> Part:
+    if theory is None:
+        return Part(statement, None)
+    body, verdicts = [], []
+    for env, group in theory.groupby("env", sort=True):
+        by_loss = {r["loss"]: r for _, r in group.iterrows()}
+        td, grad = by_loss.get("td"), by_loss.get("gradient")
+        if td is None or grad is None:
+            body.append([env, "–", "–", "needs both td and gradient rows"])
+            continue
+
+        def outside(row: pd.Series, loss: str) -> bool:
+            expected = THEORY_EXPECTED[loss]
+            return (row["ci_high"] < expected - THEORY_TOLERANCE
+                    or row["ci_low"] > expected + THEORY_TOLERANCE)
+
+        def near(row: pd.Series, loss: str) -> bool:
+            return abs(row["slope"] - THEORY_EXPECTED[loss]) <= THEORY_TOLERANCE
+
+        if td["ci_high"] < grad["ci_low"] or outside(td, "td") or outside(grad, "gradient"):
+            verdict = NOT_SUPPORTED
+        elif td["ci_low"] > grad["ci_high"] and near(td, "td") and near(grad, "gradient"):
+            verdict = SUPPORTED
+        else:
+            verdict = INCONCLUSIVE
+        verdicts.append(verdict)
+        body.append([env, f"{td['slope']:.2f} [{td['ci_low']:.2f}, {td['ci_high']:.2f}]",
+                     f"{grad['slope']:.2f} [{grad['ci_low']:.2f}, {grad['ci_high']:.2f}]",
+                     verdict])
+    lines = ["Log-log slope of transitions needed versus d (expected about 2 for the TD loss, "
+             "1 for the gradient loss):", "",
+             *_table(["env", "TD slope [95% CI]", "gradient slope [95% CI]", "verdict"], body)]
+    return Part(statement, combine(verdicts) if verdicts else None, lines)
+
+
+@dataclass(frozen=True)
+class Claim:
+    number: int
+    text: str
+    parts: Callable[[list[Experiment], pd.DataFrame | None], list[Part]]
+    uncovered_always: tuple[str, ...] = ()
+
+
+CS = Comparison(("ContinuousSeek",), "ddpg_her", "reengage_her")
+HAND_REACH = Comparison(("HandReach",), "ddpg_her", "reengage_her")
+HAND_BLOCK = Comparison(("HandManipulateBlock",), "ddpg_her", "reengage_her")
+DRIVE = Comparison(("DriveSeek",), "ddpg", "multi_reengage")
+NOISY = Comparison(("NoisySeek",), "ddpg", "multi_reengage")
+SAC = Comparison(("ContinuousSeek",), "sac_her", "sac_reengage_her")
+BITFLIP = Comparison(("BitFlip",), "dqn_her", "dqn_reengage_her")
+RUNTIME_PAIRS = [CS, HAND_REACH, HAND_BLOCK, DRIVE, NOISY, SAC, BITFLIP]
+
+
+def _bitflip_minor(experiments: list[Experiment], _theory) -> Part:
+    part = _beats_part(experiments, BITFLIP, "d = 20: a minor gain (reported, no verdict)",
+                       dim=20)
+    if part.verdict is not None:
+        part.verdict = None
+        part.statement += " — see the table"
+    return part
+
+
+CLAIMS = [
+    Claim(1, "ContinuousSeek: ReenGAGE+HER beats DDPG+HER, and the margin grows with d "
+          "(small at d=5, large at d=20).",
+          lambda ex, th: [
+              _beats_part(ex, CS, "ReenGAGE+HER beats DDPG+HER (every c, all d pooled)"),
+              _growth_part(ex, CS, "the margin grows with d"),
+          ]),
+    Claim(2, "HandReach (15-D goal): ReenGAGE improves over DDPG+HER at small α; too large α "
+          "destabilises. HandManipulateBlock (7-D, mixed units): no significant gain, with or "
+          "without normalisation.",
+          lambda ex, th: [
+              _beats_part(ex, HAND_REACH, "HandReach: ReenGAGE+HER beats DDPG+HER"),
+              _instability_part(ex, HAND_REACH, "HandReach: the largest α is less stable than "
+                                "the smallest"),
+              _no_gain_part(ex, HAND_BLOCK, "HandManipulateBlock: no significant gain"),
+          ], ("normalised ReenGAGE (not told apart in the tables)",)),
+    Claim(3, "DriveSeek and NoisySeek: Multi-ReenGAGE beats DDPG; NoisySeek also plots the "
+          "greedy agent. Sharing the goal encoder helps both methods.",
+          lambda ex, th: [
+              _beats_part(ex, DRIVE, "DriveSeek: Multi-ReenGAGE beats DDPG"),
+              _beats_part(ex, NOISY, "NoisySeek: Multi-ReenGAGE beats DDPG"),
+          ], ("sharing the goal encoder helps both methods (ablation not in the tables)",)),
+    Claim(4, "SAC+ReenGAGE+HER beats SAC+HER on ContinuousSeek.",
+          lambda ex, th: [_beats_part(ex, SAC, "SAC+ReenGAGE+HER beats SAC+HER")]),
+    Claim(5, "BitFlip d=40: ReenGAGE with soft target on the gradient term only beats DQN+HER "
+          "and beats τ = 0; soft target on both terms hurts. d=20: minor gain.",
+          lambda ex, th: [
+              _beats_part(ex, BITFLIP, "d = 40: DQN+ReenGAGE+HER beats DQN+HER", dim=40),
+              _bitflip_minor(ex, th),
+          ], ("τ = 0 and soft target on both terms (variants not told apart in the tables)",)),
+    Claim(6, "Runtime: ReenGAGE costs a constant factor (measured +34 % … +60 %).",
+          lambda ex, th: [_runtime_part(ex, RUNTIME_PAIRS, "wall time with / without "
+                                        "ReenGAGE at equal settings")]),
+    Claim(7, "Theory: O(d²) vs O(d) transitions on the Proposition 1 and 2 environments.",
+          lambda ex, th: [_theory_part(th, "TD slope ≈ 2, gradient slope ≈ 1, TD steeper")]),
+]
+
+
+# -- the report -----------------------------------------------------------------------------
+def _paper_comparison(env: str, chosen: pd.DataFrame, cells: pd.DataFrame) -> str:
+    """'reduced: ...' or 'as in the paper' or 'paper setting not recorded'."""
+    setup = PAPER_SETUP.get(env)
+    if setup is None:
+        return "paper setting not recorded here"
+    notes = []
+    dims = sorted(chosen["dim"].unique())
+    if "dims" in setup and not set(dims) <= set(setup["dims"]):
+        notes.append(f"d {', '.join(map(str, dims))} (paper "
+                     f"{', '.join(map(str, setup['dims']))})")
+    seeds = int(chosen["n_seeds"].max())
+    if "seeds" in setup and seeds < setup["seeds"]:
+        notes.append(f"{seeds} seeds (paper {setup['seeds']})")
+    batches, lrs = cells["batch_size"].nunique(), cells["lr"].nunique()
+    if "batches" in setup and batches * lrs < setup["batches"] * setup["lrs"]:
+        notes.append(f"grid {batches}×{lrs} (paper {setup['batches']}×{setup['lrs']})")
+    for dim in dims:
+        paper_steps = setup["steps"].get(dim, setup["steps"].get(None))
+        ours = int(chosen.loc[chosen["dim"] == dim, "last_step"].max())
+        if paper_steps is not None and ours < paper_steps:
+            notes.append(f"{ours:,} steps at d={dim} (paper {paper_steps:,})")
+    return "reduced: " + "; ".join(notes) if notes else "as in the paper"
+
+
+def _configuration(experiments: list[Experiment]) -> list[str]:
+    body = []
+    for e in experiments:
+        for env, cells in e.selection.groupby("env", sort=True):
+            chosen = cells[cells["selected"]]
+            if chosen.empty:
+                continue
+            labels = ", ".join(chosen.drop_duplicates("variant").sort_values(
+                ["method", "c"], na_position="first")["label"])
+            steps = sorted(chosen["last_step"].unique())
+            body.append([
+                e.name, env, ", ".join(map(str, sorted(chosen["dim"].unique()))), labels,
+                f"{', '.join(map(str, sorted(cells['batch_size'].unique())))} × "
+                f"{', '.join(f'{x:g}' for x in sorted(cells['lr'].unique()))}",
+                f"{int(chosen['n_seeds'].min())}–{int(chosen['n_seeds'].max())}"
+                if chosen["n_seeds"].nunique() > 1 else str(int(chosen["n_seeds"].iloc[0])),
+                ", ".join(f"{s:,}" for s in steps),
+                metric_name(str(chosen["metric"].iloc[0])),
+                _paper_comparison(env, chosen, cells),
+            ])
+    return _table(["experiment", "env", "d", "methods", "batch × lr", "seeds per cell",
+                   "steps", "metric", "compared with the paper"], body)
+
+
+def _experiment_section(e: Experiment, out_dir: Path) -> list[str]:
+    lines = [f"### {e.name}", ""]
+    if e.figure.is_file():
+        rel = Path(os.path.relpath(e.figure, out_dir)).as_posix()
+        pdf = Path(os.path.relpath(e.figure.with_suffix(".pdf"), out_dir)).as_posix()
+        lines += [f"![{e.name}]({rel})", "", f"Figure: [{rel}]({rel}) ([PDF]({pdf}))", ""]
+    else:
+        lines += [f"(no figure at {e.figure})", ""]
+    chosen = e.chosen.sort_values(["env", "dim", "method", "c"], na_position="first")
+    body = [[r["env"], r["dim"], r["label"], r["batch_size"], f"{r['lr']:g}",
+             f"{r['auc_mean']:.3f} ± {_num(r['auc_sd'], 3)}",
+             f"{r['final_mean']:.3f} ± {_num(r['final_sd'], 3)}",
+             f"{int(r['n_scored'])}/{int(r['n_seeds'])}", int(r["n_diverged"])]
+            for _, r in chosen.iterrows()]
+    lines += ["Selected cells (best mean normalised AUC; a diverged seed counts as failing "
+              "from its divergence on):", "",
+              *_table(["env", "d", "method", "batch", "lr", "AUC mean ± sd",
+                       "final mean ± sd", "seeds scored", "diverged"], body), ""]
+    if e.stats is not None and not e.stats.empty:
+        iqm = e.stats[(e.stats["statistic"] == "iqm") & (e.stats["scope"] == "all_d")]
+        body = []
+        for (env, _variant), group in iqm.groupby(["env", "variant"], sort=False):
+            by = {r["score"]: r for _, r in group.iterrows()}
+            first = group.iloc[0]
+            body.append([env, _dims(first["tasks"]),
+                         first["label"], _ci(by["auc"]) if "auc" in by else "–",
+                         _ci(by["final"]) if "final" in by else "–",
+                         f"{int(first['n_runs'])}", int(first["n_diverged"]),
+                         first["note"] if isinstance(first["note"], str) else ""])
+        reps = int(e.stats["reps"].iloc[0])
+        lines += [f"IQM over seeds × d with 95 % stratified-bootstrap CIs ({reps} "
+                  "repetitions; diverged seeds left out):", "",
+                  *_table(["env", "d", "method", "IQM AUC", "IQM final", "seeds per d",
+                           "diverged", "note"], body), ""]
+    if e.runtime_md:
+        lines += ["Runtime:", "", e.runtime_md.strip(), ""]
+    return lines
+
+
+def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame | None = None,
+                 note: str | None = None, tables: Path | None = None) -> str:
+    """The report's markdown text (see the module docstring for the verdict rules)."""
+    out_dir = Path(out).parent
+    lines = ["# ReenGAGE reproduction report", "",
+             "Generated by `python -m reengage.analysis.report` from the tables"
+             + (f" under `{tables}`" if tables else "") + "; do not edit by hand. Claims are "
+             "those of PAPER.md §5 (Levine & Feizi, AAAI 2023).", ""]
+    if note:
+        lines += [f"**Note:** {note}", ""]
+    lines += ["## Configuration", ""]
+    lines += _configuration(experiments) if experiments else ["(no experiment tables)"]
+    lines += [""]
+
+    summary, details = [], []
+    for claim in CLAIMS:
+        parts = claim.parts(experiments, theory)
+        covered = [p for p in parts if p.verdict is not None]
+        verdict = combine([p.verdict for p in covered]) if covered else NOT_COVERED
+        summary.append([str(claim.number), claim.text, f"**{verdict}**"])
+        details += [f"### Claim {claim.number}", "", f"> {claim.text}", "",
+                    f"**Verdict: {verdict}**", ""]
+        for part in parts:
+            if part.verdict is None and not part.evidence:
+                why = f" ({part.why_not_covered})" if part.why_not_covered else ""
+                details += [f"- {part.statement}: {NOT_COVERED}{why}"]
+                continue
+            details += [f"- {part.statement}: **{part.verdict or 'no verdict'}**", ""]
+            details += part.evidence + [""]
+        for text in claim.uncovered_always:
+            details += [f"- {text}: {NOT_COVERED}"]
+        details += [""]
+    lines += ["## Claims", "", *_table(["#", "claim (PAPER.md §5)", "verdict"], summary), "",
+              *details]
+    lines += ["## Experiments", ""]
+    for e in experiments:
+        lines += _experiment_section(e, out_dir)
+    lines += ["## How verdicts are decided", "", *_RULES, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_RULES = [
+    "- Scores: the normalised area under the curve (trapezoidal area / training steps: the "
+    "time-average of the metric) of the selected batch × lr cell; statistics from rliable "
+    "with 95 % stratified-bootstrap CIs over seeds, the d values of an environment as tasks.",
+    "- *A beats B*: probability of improvement of A over B on the AUC, all d pooled. "
+    "Supported if its CI lies above 0.5, not supported if below 0.5, inconclusive otherwise. "
+    "With several c, supported only if every c is; not supported if any c is worse.",
+    "- *Margin grows with d*: CI of (IQM AUC difference at the largest d − at the smallest "
+    "d) above 0: supported; below 0: not supported; else inconclusive.",
+    "- *No significant gain*: supported unless some variant's PoI CI lies above 0.5.",
+    f"- *Runtime*: median wall-time ratio over settings in {RUNTIME_BAND[0]:.2f}–"
+    f"{RUNTIME_BAND[1]:.2f} (the paper's {PAPER_RATIO_RANGE[0]:.2f}–"
+    f"{PAPER_RATIO_RANGE[1]:.2f} widened by 0.10): supported; below {RUNTIME_FAR[0]:.1f} or "
+    f"above {RUNTIME_FAR[1]:.1f}: not supported; else inconclusive.",
+    f"- *Theory*: TD slope CI above the gradient slope CI and slopes within "
+    f"{THEORY_TOLERANCE} of 2 and 1: supported; TD CI below the gradient CI, or a CI wholly "
+    "outside its expected band: not supported; else inconclusive.",
+    "- A claim of several parts: supported if every covered part is, not supported if any "
+    "is, else inconclusive. Diverged seeds are left out of the statistics and counted in the "
+    "tables; model selection counts them as failing from their divergence on.",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="python -m reengage.analysis.report",
+        description="Write the claims report: each claim of the paper (PAPER.md §5) beside "
+        "what the tables measured, with a verdict (supported / not supported / inconclusive "
+        "/ not covered by this config).",
+        epilog="example: python -m reengage.analysis.report --tables results/tables "
+        "--figures results/figures --out results/report.md "
+        "--theory results/tables/theory_slopes.csv",
+    )
+    parser.add_argument("--tables", required=True, type=Path,
+                        help="directory of {experiment}/selection.csv (+ stats.csv, "
+                        "runtime.csv, runtime.md)")
+    parser.add_argument("--figures", required=True, type=Path,
+                        help="directory of {experiment}.png (linked with relative paths)")
+    parser.add_argument("--out", required=True, type=Path, help="output .md file")
+    parser.add_argument("--theory", type=Path, default=None,
+                        help="optional theory_slopes.csv (env, loss, slope, ci_low, ci_high)")
+    parser.add_argument("--experiment", action="append", default=None, dest="experiments",
+                        help="only this experiment (repeatable; default: every directory "
+                        "of --tables with a selection.csv)")
+    parser.add_argument("--note", default=None,
+                        help="a line stated at the top, e.g. 'reduced: 3k steps'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def body() -> None:
+        require_suffix(args.out, [".md"], "--out")
+        experiments = load_experiments(args.tables, args.figures, args.experiments)
+        theory = read_theory(args.theory) if args.theory else None
+        if not experiments and theory is None:
+            raise AnalysisError(f"--tables {args.tables}: no {{experiment}}/selection.csv "
+                                "found and no --theory given")
+        text = build_report(experiments, args.out, theory, args.note, args.tables)
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+
+    return run_cli(parser.prog, body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
