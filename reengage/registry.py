@@ -84,7 +84,8 @@ def register_method(method: Method, replace: bool = False) -> Method:
     return method
 
 
-def _build_ddpg(spec: LearnerSpec) -> Learner:
+def build_ddpg(spec: LearnerSpec) -> Learner:
+    """DDPG(+ReenGAGE when c > 0); `spec.extra` may override any DDPGConfig field."""
     from reengage.agents.ddpg import DDPG, DDPGConfig
 
     config = DDPGConfig(
@@ -100,11 +101,11 @@ def _format_c(c: float | None) -> str:
 
 
 register_method(Method(
-    name="ddpg_her", build=_build_ddpg, takes_c=False, her=True,
+    name="ddpg_her", build=build_ddpg, takes_c=False, her=True,
     label=lambda c: "DDPG+HER", description="DDPG with HER future relabelling (k = 4)",
 ))
 register_method(Method(
-    name="reengage_her", build=_build_ddpg, takes_c=True, her=True,
+    name="reengage_her", build=build_ddpg, takes_c=True, her=True,
     label=lambda c: f"ReenGAGE(α={_format_c(c)}/d)+HER",
     description="DDPG+HER plus the goal-gradient term with α = c/d",
 ))

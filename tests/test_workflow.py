@@ -1,0 +1,189 @@
+"""The Snakemake workflow: dry-run job counts, lint, profiles, config errors, and a new
+method added as a plugin reaching the tables, the statistics and the figure legend."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from reengage.config import ConfigError
+from reengage.workflow import (
+    apply_defaults,
+    cells,
+    format_number,
+    seed_chunks,
+    train_arguments,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _snakemake(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 300):
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **(env or {})}
+    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *args],
+                          cwd=cwd, env=environment, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    counts, in_table = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+            elif counts and not line.startswith("-"):
+                break
+    return counts
+
+
+def test_default_dry_run_plans_one_job_per_population():
+    result = _snakemake("-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout + result.stderr)
+    # 2 d x (DDPG+HER + 3 ReenGAGE c) x 1 cell x (5 seeds / 5 per job)
+    assert counts["train_seeds_0_1_2_3_4"] == 8
+    for rule in ("aggregate", "select", "figures", "stats", "runtime", "report"):
+        assert counts[rule] == 1
+
+
+def test_paper_config_plans_the_full_grid():
+    result = _snakemake("-n", "--cores", "2", "--configfile", "config/paper.yaml")
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout + result.stderr)
+    train_jobs = sum(v for k, v in counts.items() if k.startswith("train_"))
+    # 3 d x 4 method variants x (3 batch x 4 lr) x (20 seeds / 10 per job)
+    assert train_jobs == 3 * 4 * 12 * 2
+    assert "train_seeds_0_1_2_3_4" not in counts  # the default grid is not merged in
+
+
+def test_slurm_profile_dry_run():
+    result = _snakemake("--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
+                        "-n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_lint_is_clean():
+    result = _snakemake("--lint")
+    assert result.returncode == 0
+    assert "good condition" in result.stdout + result.stderr
+
+
+def test_conda_environment_lists_what_pyproject_lists():
+    env = yaml.safe_load((REPO / "environment.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+              for line in pip if not line.startswith("-")}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    required = {d.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+                for d in project["dependencies"]}
+    assert required <= listed
+    assert "-e ." in pip
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"bogus_key": 1}, "(top level)"),
+    ({"seeds_per_job": "five"}, "seeds_per_job"),
+    ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [0], "steps": 100, "seeds": 2,
+                             "methods": [{"name": "ddpg_her"}]}}}, "experiments.cs.dims.0"),
+    ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [2], "steps": 100, "seeds": 2,
+                             "methods": [{"name": "reengage_her"}]}}},
+     "experiments.cs.methods.0.c"),
+    ({"experiments": {"cs": {"env": "Nope", "dims": [2], "steps": 100, "seeds": 2,
+                             "methods": [{"name": "ddpg_her"}]}}}, "experiments.cs.env"),
+    ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [2, 5], "steps": {2: 100},
+                             "seeds": 2, "methods": [{"name": "ddpg_her"}]}}},
+     "experiments.cs.steps"),
+])
+def test_bad_config_names_the_key(change, key):
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    config.update(change)
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert error.value.option == key
+
+
+def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+    config["experiments"]["continuous_seek"]["lrs"] = [-0.1]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake("--cores", "1", "--configfile", str(tmp_path / "bad.yaml"),
+                        "--directory", str(tmp_path))
+    assert result.returncode != 0
+    assert "experiments.continuous_seek.lrs.0" in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_grid_expansion_and_train_arguments():
+    config = apply_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    grid = list(cells(config))
+    assert len(grid) == 3 * 4 * 12
+    assert seed_chunks(list(range(20)), 10) == [tuple(range(10)), tuple(range(10, 20))]
+    assert seed_chunks([0, 1, 2], 2) == [(0, 1), (2,)]
+    cell = next(c for c in grid if c.c == 0.2 and c.dim == 20 and c.lr == 0.00025)
+    assert cell.method_dir == "reengage_her_c0.2"
+    args = train_arguments(config, cell, (0, 1))
+    assert "--c 0.2" in args and "--lr 0.00025" in args and "--steps 400000" in args
+    assert format_number(0.001) == "0.001" and format_number(256) == "256"
+
+
+PLUGIN = '''
+"""A user's baseline: DDPG+HER with smaller networks, registered under a new name."""
+from reengage.registry import Method, register_method, build_ddpg
+from dataclasses import replace
+
+
+def build(spec):
+    return build_ddpg(replace(spec, extra={**spec.extra, "hidden": (32, 32)}))
+
+
+register_method(Method(name="small_ddpg_her", build=build, takes_c=False, her=True,
+                       label=lambda c: "SmallDDPG+HER"))
+'''
+
+
+def test_new_method_column_reaches_tables_stats_and_figure(tmp_path):
+    (tmp_path / "my_baseline.py").write_text(textwrap.dedent(PLUGIN))
+    config = {
+        "results": "results", "seeds_per_job": 2, "bootstrap_reps": 50,
+        "plugins": ["my_baseline"], "theory": {"enabled": False},
+        "experiments": {"tiny": {
+            "env": "ContinuousSeek", "dims": [2], "steps": 200, "seeds": 2,
+            "learning_starts": 50, "eval_every": 100, "eval_episodes": 5,
+            "batch_sizes": [32], "lrs": [0.001], "note": "test grid",
+            "methods": [{"name": "ddpg_her"}, {"name": "small_ddpg_her"}],
+        }},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake("--cores", "2", "--configfile", str(tmp_path / "config.yaml"),
+                        "--directory", str(tmp_path), env={"PYTHONPATH": str(tmp_path)},
+                        timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = tmp_path / "results"
+    curves = pd.read_parquet(results / "tables" / "tiny" / "curves.parquet")
+    assert set(curves["label"]) == {"DDPG+HER", "SmallDDPG+HER"}
+    stats = pd.read_csv(results / "tables" / "tiny" / "stats.csv")
+    assert "SmallDDPG+HER" in set(stats["label"])
+    assert (results / "figures" / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (results / "report.md").read_text()
+    assert "tiny" in report
+    figure_log = (results / "logs" / "figures" / "tiny.log")
+    assert figure_log.exists()
+    from reengage.analysis.figures import draw_experiment
+
+    figure = draw_experiment(curves, pd.read_csv(results / "tables" / "tiny" / "selection.csv"))
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert "SmallDDPG+HER" in legend and "DDPG+HER" in legend
+    shutil.rmtree(results / "runs")
