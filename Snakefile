@@ -132,10 +132,13 @@ rule select:
         f"{RESULTS}/tables/{{experiment}}/selection.csv",
     log:
         f"{RESULTS}/logs/select/{{experiment}}.log",
+    params:
+        metric=lambda wildcards: config["experiments"][wildcards.experiment]["metric"],
     conda:
         ENV
     shell:
-        "python -m reengage.analysis.select --curves {input} --out {output} > {log} 2>&1"
+        "python -m reengage.analysis.select --curves {input} --metric {params.metric} "
+        "--out {output} > {log} 2>&1"
 
 
 rule figures:
@@ -149,12 +152,13 @@ rule figures:
         f"{RESULTS}/logs/figures/{{experiment}}.log",
     params:
         note=lambda wildcards: config["experiments"][wildcards.experiment]["note"],
+        baseline=lambda wildcards: config["experiments"][wildcards.experiment]["baseline"],
     conda:
         ENV
     shell:
         "python -m reengage.analysis.figures --curves {input.curves} "
         "--selection {input.selection} --out {output.png} --note '{params.note}' "
-        "> {log} 2>&1"
+        "--baseline {params.baseline} > {log} 2>&1"
 
 
 rule stats:
@@ -167,11 +171,13 @@ rule stats:
         f"{RESULTS}/logs/stats/{{experiment}}.log",
     params:
         reps=config["bootstrap_reps"],
+        baseline=lambda wildcards: config["experiments"][wildcards.experiment]["baseline"],
     conda:
         ENV
     shell:
         "python -m reengage.analysis.stats --curves {input.curves} "
-        "--selection {input.selection} --reps {params.reps} --out {output} > {log} 2>&1"
+        "--selection {input.selection} --reps {params.reps} --baseline {params.baseline} "
+        "--out {output} > {log} 2>&1"
 
 
 rule runtime:
@@ -182,11 +188,13 @@ rule runtime:
         markdown=f"{RESULTS}/tables/{{experiment}}/runtime.md",
     log:
         f"{RESULTS}/logs/runtime/{{experiment}}.log",
+    params:
+        baseline=lambda wildcards: config["experiments"][wildcards.experiment]["baseline"],
     conda:
         ENV
     shell:
         "python -m reengage.analysis.runtime --curves {input} --out {output.table} "
-        "--markdown {output.markdown} > {log} 2>&1"
+        "--markdown {output.markdown} --baseline {params.baseline} > {log} 2>&1"
 
 
 rule theory:

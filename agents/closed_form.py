@@ -343,25 +343,61 @@ def residual_jacobian(
     return torch.stack(columns, dim=1)
 
 
-def rank_profile(jacobian: torch.Tensor, rtol: float = 1e-9) -> list[int]:
-    """`rank J[:n]` for n = 1..N, stopping early once full: tuple by tuple, the part of
-    its rows outside the span found so far is orthogonalised (twice, for stability) and
-    its numerically non-zero singular directions are added to the basis."""
-    count, _, width = jacobian.shape
-    tolerance = rtol * float(jacobian.abs().amax()) * max(width, 1)
-    basis = jacobian.new_zeros(0, width)
-    ranks: list[int] = []
-    for block in jacobian:
-        residual = block
+class RankTracker:
+    """`rank J[:n]` for every prefix n of a stream of tuples' Jacobian blocks `[k, P]`.
+
+    Each tuple's rows are orthogonalised against the span found so far (twice, for
+    stability) and their singular directions above `rtol` times the rows' own norm join
+    the basis. Blocks of tuples are first projected against the old basis in one matrix
+    product, so the cost is that of a blocked Gram-Schmidt even for thousands of tuples.
+    """
+
+    def __init__(self, width: int, rtol: float = 1e-8):
+        self.width, self.rtol = width, rtol
+        self.basis: torch.Tensor | None = None
+
+    @property
+    def rank(self) -> int:
+        return 0 if self.basis is None else self.basis.shape[0]
+
+    @property
+    def full(self) -> bool:
+        return self.rank == self.width
+
+    def add(self, jacobian: torch.Tensor) -> list[int]:
+        """Feed tuples `[n, k, P]`; returns the rank after each (stops once full)."""
+        if self.basis is None:
+            self.basis = jacobian.new_zeros(0, self.width)
+        old = self.basis
+        norms = jacobian.flatten(1).norm(dim=-1)
+        flat = jacobian.reshape(-1, self.width)
         for _ in range(2):
-            residual = residual - (residual @ basis.mT) @ basis
-        _, values, right = torch.linalg.svd(residual, full_matrices=False)
-        new = right[values > tolerance]
-        basis = torch.cat([basis, new])
-        ranks.append(basis.shape[0])
-        if basis.shape[0] == width:
-            break
-    return ranks + [width] * (count - len(ranks))
+            flat = flat - (flat @ old.mT) @ old
+        # New directions go into a preallocated block: growing it by concatenation
+        # copied up to P x P numbers per tuple.
+        fresh = jacobian.new_zeros(self.width - old.shape[0], self.width)
+        found = 0
+        ranks: list[int] = []
+        for rows, norm in zip(flat.view_as(jacobian), norms, strict=True):
+            if old.shape[0] + found == self.width:
+                break
+            span = fresh[:found]
+            for _ in range(2):
+                rows = rows - (rows @ span.mT) @ span
+            _, values, right = torch.linalg.svd(rows, full_matrices=False)
+            new = right[values > self.rtol * norm]
+            fresh[found : found + len(new)] = new
+            found += len(new)
+            ranks.append(old.shape[0] + found)
+        self.basis = torch.cat([old, fresh[:found]])
+        return ranks
+
+
+def rank_profile(jacobian: torch.Tensor, rtol: float = 1e-8) -> list[int]:
+    """`rank J[:n]` for n = 1..N of a Jacobian `[N, k, P]` (see `RankTracker`)."""
+    tracker = RankTracker(jacobian.shape[-1], rtol)
+    ranks = tracker.add(jacobian)
+    return ranks + [tracker.rank] * (jacobian.shape[0] - len(ranks))
 
 
 def tangent_dimension(dim: int) -> int:

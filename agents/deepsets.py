@@ -163,9 +163,11 @@ class DeepSetsActorCritic(nn.Module):
         return copy.deepcopy(self).requires_grad_(False)
 
     def critic_parameters(self) -> list[nn.Parameter]:
+        """The critic optimiser's parameters: critic encoder and head."""
         return [*self.critic_encoder.parameters(), *self.critic_head.parameters()]
 
     def actor_parameters(self) -> list[nn.Parameter]:
+        """The actor optimiser's parameters: actor head (and own encoder if unshared)."""
         encoder = [] if self.actor_encoder is None else list(self.actor_encoder.parameters())
         return [*encoder, *self.actor_head.parameters()]
 
@@ -184,9 +186,11 @@ class DeepSetsActorCritic(nn.Module):
     def q_from_pooled(
         self, pooled: torch.Tensor, obs: torch.Tensor, action: torch.Tensor
     ) -> torch.Tensor:
+        """Critic head on given pooled features: `[M, B, 1]`."""
         return self.critic_head(torch.cat([pooled, obs, action], dim=-1))
 
     def pi_from_pooled(self, pooled: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Actor head on given pooled features: `[M, B, action]`."""
         return self.actor_head(torch.cat([pooled, obs], dim=-1))
 
     def q(self, obs: torch.Tensor, goal_set: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -194,7 +198,11 @@ class DeepSetsActorCritic(nn.Module):
         return self.q_from_pooled(self.pool(obs, goal_set), obs, action)
 
     def pi(self, obs: torch.Tensor, goal_set: torch.Tensor) -> torch.Tensor:
-        """`π(s, g)` `[M, B, action]` in [-1, 1]."""
+        """`π(s, g)` `[M, B, action]` in [-1, 1].
+
+        With a shared encoder a loss built on this reaches the critic encoder's weights;
+        train the actor with `multi_goal_actor_loss`, which pools without a graph.
+        """
         return self.pi_from_pooled(self.actor_pool(obs, goal_set), obs)
 
     def q_of_policy(

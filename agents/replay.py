@@ -34,7 +34,8 @@ class EpisodeReplay:
     """Ring buffer of complete episodes for `members` learners trained in lockstep.
 
     `her_k` relabelled goals per real one gives a relabelling probability k/(k+1)
-    (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does.
+    (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does. `achieved_dim` differs
+    from `goal_dim` only where a goal is a set (HER is then off).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class EpisodeReplay:
         reward_fn: RewardFn,
         rngs: list[np.random.Generator],
         her_k: int = 4,
+        achieved_dim: int | None = None,
     ):
         if len(rngs) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(rngs)}")
@@ -55,14 +57,17 @@ class EpisodeReplay:
         self.capacity = max(1, capacity_steps // episode_steps)
         self.reward_fn, self.rngs = reward_fn, rngs
         self.relabel_probability = her_k / (her_k + 1) if her_k > 0 else 0.0
+        achieved_dim = goal_dim if achieved_dim is None else achieved_dim
+        if self.relabel_probability and achieved_dim != goal_dim:
+            raise ValueError("HER relabelling needs achieved and desired goals of one size")
         shape = (members, self.capacity)
         self.obs = np.zeros((*shape, episode_steps + 1, obs_dim), np.float32)
-        self.achieved = np.zeros((*shape, episode_steps + 1, goal_dim), np.float32)
+        self.achieved = np.zeros((*shape, episode_steps + 1, achieved_dim), np.float32)
         self.actions = np.zeros((*shape, episode_steps, action_dim), np.float32)
         self.desired = np.zeros((*shape, goal_dim), np.float32)
         # The episode being collected lives apart until it is complete.
         self._obs = np.zeros((members, episode_steps + 1, obs_dim), np.float32)
-        self._achieved = np.zeros((members, episode_steps + 1, goal_dim), np.float32)
+        self._achieved = np.zeros((members, episode_steps + 1, achieved_dim), np.float32)
         self._actions = np.zeros((members, episode_steps, action_dim), np.float32)
         self._desired = np.zeros((members, goal_dim), np.float32)
         self._t = 0
@@ -136,11 +141,9 @@ class EpisodeReplay:
             future[m] = step[m] + 1 + np.floor(rng.random(B) * (T - step[m])).astype(np.int64)
         member = np.arange(M)[:, None]
         next_achieved = self.achieved[member, episode, step + 1]
-        goal = np.where(
-            relabel[..., None],
-            self.achieved[member, episode, future],
-            self.desired[member, episode],
-        )
+        goal = self.desired[member, episode]
+        if self.relabel_probability:
+            goal = np.where(relabel[..., None], self.achieved[member, episode, future], goal)
         return Batch(
             obs=self.obs[member, episode, step],
             action=self.actions[member, episode, step],

@@ -212,6 +212,8 @@ def _run_rows(run_json: Path, runs_root: Path, experiment: str) -> pd.DataFrame 
         "eval_every": config.get("eval_every"),
         "eval_episodes": config.get("eval_episodes"),
         "run_dir": run_json.parent.relative_to(runs_root).as_posix(),
+        # A policy that never trains (the greedy agent) is drawn as a level, not a curve.
+        "fixed_policy": bool(record.get("fixed_policy", False)),
     }
     for key, value in facts.items():
         progress[key] = value

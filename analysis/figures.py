@@ -115,6 +115,10 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                 runs = panel[panel["variant"] == variant]
                 if runs.empty:
                     continue
+                if runs.get("fixed_policy", pd.Series(False)).any():
+                    # A fixed policy's level: the mean over every evaluation episode it ran.
+                    ax.axhline(runs[metric].mean(), color=colors[variant], lw=1.6, ls="--")
+                    continue
                 summary = curve_summary(runs, metric)
                 low = summary["mean"] - summary["std"]
                 high = summary["mean"] + summary["std"]
@@ -152,6 +156,11 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                     for (env, dim), n in lost.items()
                 )
                 text += f"  (seeds diverged: {where})"
+            if table.loc[table["variant"] == variant].get(
+                    "fixed_policy", pd.Series(False)).any():
+                handles.append(Line2D([], [], color=colors[variant], lw=1.6, ls="--"))
+                names.append(f"{text} (no training; mean over all evaluation episodes)")
+                continue
             handles.append((Line2D([], [], color=colors[variant], lw=1.8),
                             Patch(color=colors[variant], alpha=0.18)))
             names.append(text)

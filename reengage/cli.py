@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, parse_seeds, validate
+from .config import ConfigError, TrainConfig, parse_seeds, parse_settings, validate
 from .paths import checkpoint_path
 from .registry import ENVS, METHODS
 from .workflow import import_plugins
@@ -69,6 +69,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="discard this population's checkpoint and start from step 0")
     p.add_argument("--force", action="store_true",
                    help="allow writing into an existing non-empty --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="a learner setting, e.g. hidden=[64,64] (DDPG) or "
+                   "networks.encoder_hidden=64, through_target_actor=false (goal sets); "
+                   "repeatable")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (it may register methods); repeatable")
     p.add_argument("--wandb-project", default=None,
@@ -90,6 +94,7 @@ def _train(args: argparse.Namespace) -> int:
             learning_starts=args.learning_starts, buffer_size=args.buffer_size,
             her_k=args.her_k, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
             threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
+            extra=parse_settings(args.settings),
         )
         validate(cfg)
         out: Path = args.out
@@ -113,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         records = train(cfg, out, progress=not args.quiet)
-    except CheckpointError as error:
+    except (CheckpointError, ConfigError) as error:
         print(f"reengage train: {error}", file=sys.stderr)
         return USAGE_ERROR
     except RunInterrupted as interruption:

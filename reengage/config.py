@@ -71,6 +71,28 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs -> a nested dict of learner settings. Values are read as YAML
+    (numbers, booleans, lists); dotted keys nest: `networks.encoder_hidden=64`."""
+    import yaml
+
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
+            raise ConfigError("--set", f"{item!r} is not KEY=VALUE (e.g. hidden=[64,64])")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError("--set", f"{item!r}: value is not valid YAML") from error
+        node = settings
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = tuple(value) if isinstance(value, list) else value
+    return settings
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first offending option."""
     if cfg.env not in ENVS:

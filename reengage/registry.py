@@ -20,13 +20,16 @@ class EnvSpec:
     name: str
     gym_id: str
     episode_steps: int
+    dim_kwarg: str = "dim"
+    """The env's constructor argument that `--dim` sets: the goal dimension, or for the
+    goal-set tasks n_max, the number of goal slots (the dimension of the gate vector)."""
     vectorization_mode: str = "vector_entry_point"
-    takes_dim: bool = True
-    fixed_dim: int | None = None
 
 
 ENVS: dict[str, EnvSpec] = {
     "ContinuousSeek": EnvSpec("ContinuousSeek", "reengage/ContinuousSeek-v0", 10),
+    "DriveSeek": EnvSpec("DriveSeek", "reengage/DriveSeek-v0", 40, dim_kwarg="n_max"),
+    "NoisySeek": EnvSpec("NoisySeek", "reengage/NoisySeek-v0", 40, dim_kwarg="n_max"),
 }
 
 
@@ -72,6 +75,10 @@ class Method:
     her: bool
     label: Callable[[float | None], str]
     description: str = ""
+    item_rewards: bool = False
+    """The learner takes one reward per goal item `[M, B, n_max]` (goal-set tasks)."""
+    trains: bool = True
+    """False for fixed policies (the greedy agent): no replay, no updates."""
 
 
 METHODS: dict[str, Method] = {}
@@ -96,6 +103,38 @@ def build_ddpg(spec: LearnerSpec) -> Learner:
                 spec.generators)
 
 
+def build_multi_goal(spec: LearnerSpec) -> Learner:
+    """DDPG or Multi-ReenGAGE (c > 0) with the DeepSets actor-critic; `spec.extra` may set
+    `networks` (a dict of DeepSetsConfig fields) and `through_target_actor`."""
+    from reengage.agents.deepsets import DeepSetsConfig
+    from reengage.agents.multi_goal import MultiGoalConfig, MultiGoalDDPG
+
+    extra = dict(spec.extra)
+    networks = DeepSetsConfig(**extra.pop("networks", {}))
+    config = MultiGoalConfig(gamma=spec.gamma, tau=spec.tau, lr=spec.lr,
+                             gate_coef=spec.c or 0.0, networks=networks, **extra)
+    n_max = spec.goal_dim // 3
+    return MultiGoalDDPG(spec.members, spec.obs_dim, spec.action_dim, n_max, config,
+                         spec.generators)
+
+
+class GreedyAgent:
+    """The Perfect Greedy Agent of NoisySeek (PAPER.md §2) as a learner that never learns."""
+
+    def __init__(self, spec: LearnerSpec):
+        self.n_max = spec.goal_dim // 3
+
+    def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        from reengage.agents.greedy import greedy_action
+
+        goal_set = goal.reshape(*goal.shape[:-1], self.n_max, 3)
+        action = greedy_action(obs[..., :2].cpu().numpy(), goal_set.cpu().numpy())
+        return torch.as_tensor(action, device=obs.device)
+
+    def update(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise RuntimeError("the greedy agent does not train")
+
+
 def _format_c(c: float | None) -> str:
     return f"{c:g}"
 
@@ -108,4 +147,18 @@ register_method(Method(
     name="reengage_her", build=build_ddpg, takes_c=True, her=True,
     label=lambda c: f"ReenGAGE(α={_format_c(c)}/d)+HER",
     description="DDPG+HER plus the goal-gradient term with α = c/d",
+))
+register_method(Method(
+    name="ddpg", build=build_multi_goal, takes_c=False, her=False, item_rewards=True,
+    label=lambda c: "DDPG", description="DDPG with the DeepSets actor-critic (goal sets)",
+))
+register_method(Method(
+    name="multi_reengage", build=build_multi_goal, takes_c=True, her=False, item_rewards=True,
+    label=lambda c: f"Multi-ReenGAGE(α={_format_c(c)}/n_max)",
+    description="DDPG plus the gate-gradient term with α = c/n_max (goal sets)",
+))
+register_method(Method(
+    name="greedy", build=GreedyAgent, takes_c=False, her=False, trains=False,
+    label=lambda c: "Perfect greedy agent",
+    description="steps toward the nearest present goal (NoisySeek); no training",
 ))

@@ -33,7 +33,7 @@ from reengage import __version__
 from reengage.agents.replay import EpisodeReplay
 
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .paths import checkpoint_path, member_dir
 from .registry import ENVS, METHODS, Learner, LearnerSpec
 
@@ -92,16 +92,20 @@ def package_versions() -> dict[str, str]:
 
 def _make_vec(cfg: TrainConfig, copies: int) -> gym.vector.VectorEnv:
     spec = ENVS[cfg.env]
-    kwargs = {"dim": cfg.dim} if spec.takes_dim else {}
     return gym.make_vec(spec.gym_id, num_envs=copies,
-                        vectorization_mode=spec.vectorization_mode, **kwargs)
+                        vectorization_mode=spec.vectorization_mode, **{spec.dim_kwarg: cfg.dim})
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    """`[copies, *shape]` -> `[copies, prod(shape)]`: goal sets travel flattened."""
+    return x.reshape(x.shape[0], -1)
 
 
 def _split(obs: dict[str, np.ndarray], members: int, device: torch.device):
     """Observation dict of `members * n` copies -> (obs, goal) tensors `[members, n, ...]`."""
     def as_tensor(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(x, dtype=torch.float32, device=device).reshape(
-            members, -1, x.shape[-1])
+        return torch.as_tensor(_flat(x), dtype=torch.float32, device=device).reshape(
+            members, x.shape[0] // members, -1)
     return as_tensor(obs["observation"]), as_tensor(obs["desired_goal"])
 
 
@@ -191,20 +195,33 @@ class PopulationRun:
         self.streams = [MemberStreams.from_seed(seed, cfg.eval_episodes) for seed in cfg.seeds]
         self.env = _make_vec(cfg, self.members)
         space = self.env.single_observation_space
-        obs_dim, goal_dim = space["observation"].shape[-1], space["desired_goal"].shape[-1]
+        obs_dim = space["observation"].shape[-1]
+        goal_shape = space["desired_goal"].shape
+        goal_dim = int(np.prod(goal_shape))
         self.action_dim = self.env.single_action_space.shape[-1]
-        self.learner = self.method.build(LearnerSpec(
-            members=self.members, obs_dim=obs_dim, goal_dim=goal_dim,
-            action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau,
-            action_noise=cfg.action_noise, c=cfg.c, generators=[s.init for s in self.streams],
-            extra=dict(cfg.extra),
-        ))
+        try:
+            self.learner = self.method.build(LearnerSpec(
+                members=self.members, obs_dim=obs_dim, goal_dim=goal_dim,
+                action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau,
+                action_noise=cfg.action_noise, c=cfg.c,
+                generators=[s.init for s in self.streams], extra=dict(cfg.extra),
+            ))
+        except TypeError as error:  # a --set key the method's configuration does not have
+            raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
         if isinstance(self.learner, torch.nn.Module):
             self.learner.to(self.device)
+        reward = self.env.item_reward if self.method.item_rewards else self.env.compute_reward
+
+        def reward_fn(achieved: np.ndarray, goal: np.ndarray) -> np.ndarray:
+            return reward(achieved, goal.reshape(*goal.shape[:-1], *goal_shape))
+
+        # A fixed policy stores nothing; a one-episode ring keeps the loop uniform.
+        capacity = cfg.buffer_size if self.method.trains else self.T
         self.replay = EpisodeReplay(
-            self.members, cfg.buffer_size, self.T, obs_dim, goal_dim, self.action_dim,
-            reward_fn=self.env.compute_reward, rngs=[s.replay for s in self.streams],
+            self.members, capacity, self.T, obs_dim, goal_dim, self.action_dim,
+            reward_fn=reward_fn, rngs=[s.replay for s in self.streams],
             her_k=cfg.her_k if self.method.her else 0,
+            achieved_dim=space["achieved_goal"].shape[-1],
         )
         self.evaluate = Evaluator(cfg, self.streams, self.device)
         self.meter = LossMeter(self.members, self.device)
@@ -262,22 +279,24 @@ class PopulationRun:
     def _run_episode(self, bar: tqdm) -> None:
         cfg, streams = self.cfg, self.streams
         obs, _ = self.env.reset(seed=[s.env_seed for s in streams] if self.step == 0 else None)
-        self.replay.start_episode(obs["observation"], obs["achieved_goal"], obs["desired_goal"])
+        self.replay.start_episode(obs["observation"], obs["achieved_goal"],
+                                  _flat(obs["desired_goal"]))
         for _ in range(self.T):
             self.step += 1
-            if self.step <= cfg.learning_starts:
+            if self.step <= cfg.learning_starts and self.method.trains:
                 action = np.stack([s.exploration.uniform(-1.0, 1.0, self.action_dim)
                                    for s in streams])
             else:
                 action = self.learner.act(*_split(obs, self.members, self.device))
                 action = action.reshape(self.members, -1).cpu().numpy()
-                noise = np.stack([s.exploration.normal(0.0, cfg.action_noise, self.action_dim)
-                                  for s in streams])
-                action = np.clip(action + noise, -1.0, 1.0)
+                if self.method.trains:
+                    noise = np.stack([s.exploration.normal(0.0, cfg.action_noise,
+                                                           self.action_dim) for s in streams])
+                    action = np.clip(action + noise, -1.0, 1.0)
             action = action.astype(np.float32)
             obs, _, _, _, _ = self.env.step(action)
             self.replay.add_step(action, obs["observation"], obs["achieved_goal"])
-            if self.step > cfg.learning_starts and self.replay.size > 0:
+            if self.method.trains and self.step > cfg.learning_starts and self.replay.size:
                 self._update()
             if self.step % cfg.eval_every == 0 and self.step % self.T != 0:
                 self._log(bar)  # an evaluation that falls inside an episode
@@ -346,6 +365,7 @@ class PopulationRun:
                 "population": self.cfg.seeds,
                 "config": self.cfg.to_dict(),
                 "label": self.method.label(self.cfg.c),
+                "fixed_policy": not self.method.trains,
                 "versions": package_versions(),
                 "device": str(self.device),
                 "threads": torch.get_num_threads(),
@@ -377,7 +397,7 @@ class PopulationRun:
         learner = self.learner
         return {
             "step": self.step,
-            "learner": learner.state_dict(),
+            "learner": learner.state_dict() if isinstance(learner, torch.nn.Module) else {},
             "optimizers": {name: opt.state_dict() for name, opt in _optimizers(learner)},
             "replay": self.replay.state_dict(),
             "env": self.env.get_state(),
@@ -395,7 +415,8 @@ class PopulationRun:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        self.learner.load_state_dict(state["learner"])
+        if isinstance(self.learner, torch.nn.Module):
+            self.learner.load_state_dict(state["learner"])
         for name, opt in _optimizers(self.learner):
             opt.load_state_dict(state["optimizers"][name])
         self.replay.load_state_dict(as_numpy(state["replay"]))

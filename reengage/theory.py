@@ -4,23 +4,27 @@ PAPER.md §3 states (no figure) that on RotationReach and TwoPhaseRotation the T
 `~d²/2` transitions to pin down the unknown rotation `U`, and ReenGAGE's goal-gradient loss
 only `O(d)`. This module turns that into numbers:
 
-* **N\\*(d)**: for every (env, loss, d, seed) the smallest buffer size for which the
-  closed-form learner (`reengage.agents.closed_form`) trained on the first N transitions
-  recovers the optimal policy: the mean cosine between `π_Ũ(g)` and `π_U(g)` on fresh goals
-  reaches `--threshold` (0.99). Why 0.99: a learner that found `U` reaches 1 - 1e-10,
-  while a wrong fit of the data (the reflection left free at N = d-1 scores (d-2)/d, a
-  local minimum of the TD loss 0.5-0.9) stays clearly below for every d up to 64; the
-  result does not move for any threshold in [0.97, 0.999].
+* **N*(d)**: for every (env, loss, d, seed) the smallest buffer size for which the
+  closed-form learner (`reengage.agents.closed_form`: spectral start, then L-BFGS on the
+  loss) trained on the first N transitions recovers the optimal policy: the mean cosine
+  between `π_Ũ(g)` and `π_U(g)` on 1024 fresh goals reaches `--threshold` (0.99). Why
+  0.99: a learner that found `U` reaches 1 - 1e-10, while wrong fits stay below (the
+  reflection left free at N = d-1 scores (d-2)/d, local minima of the TD loss scored
+  0.4-0.9 in our runs); thresholds 0.97 and 0.999 moved every slope by at most 0.02, and
+  so did 200 instead of 60 L-BFGS iterations.
   The buffer is one fixed sample per (env, d, seed) shared by both losses (a paired
   comparison), made of 20-step episodes with random unit actions, each tuple relabelled
   with its own fresh goal (the propositions assume one goal per tuple), shuffled; a
   buffer of size N is its first N tuples. N is searched per seed by doubling, then
   bisection to `--tolerance`; the seeds of one (env, loss, d) train together in one batch,
   and the search starts from the previous dimension's answer (warm start; it only saves
-  work, the bisection is the same from any start).
-* **Slopes**: OLS of log N\\* on log d over all (d, seed) points, with a t-interval.
-  Over d in 2..32 even the exact bounds `d(d-1)/2` and `d-1` have log-log slopes 2.24 and
-  1.24 (the `-1` matters at small d), so read the slopes against those, not 2 and 1.
+  work). Recovery is not exactly monotone in N for the TD loss (a spectral start can fall
+  into a local minimum at one N and not at a smaller one), so N* is the bisection's
+  answer, and the spread over seeds shows that noise.
+* **Slopes**: OLS of log N* on log d over all (d, seed) points, with a 95% t-interval.
+  Over d in 2..32 the exact bounds `d(d-1)/2` and `d-1` themselves have OLS log-log
+  slopes 2.22 and 1.22 (the `-1` matters at small d), so read the measured slopes against
+  those as well as against 2 and 1; the progress log prints them.
 * **Identifiability**: the rank of the linear system each loss induces around the true
   `U` (the Jacobian of the residuals, by autograd) versus the number of tuples. Full rank
   `d(d-1)/2` is reached after `d(d-1)/2` tuples for TD and `d-1` for the gradient loss on
@@ -29,7 +33,8 @@ only `O(d)`. This module turns that into numbers:
   (TD + c·gradient term) trained offline from the same kind of buffer.
 
 Run `python -m reengage.theory --help`. The default sweep (both envs and losses, d up to
-32, 5 seeds) takes about a minute on one core.
+32, 5 seeds) takes about 20 s on one core; `--dims ... 64` takes several minutes more and
+`--mlp` about 30 s.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +57,10 @@ from reengage.agents.closed_form import (
     LOSS_KINDS,
     ClosedFormLearner,
     LossKind,
+    RankTracker,
     RotationQ,
     Transitions,
     identifiability_bound,
-    rank_profile,
     residual_jacobian,
     spectral_start,
     tangent_dimension,
@@ -75,7 +80,7 @@ DTYPE = torch.float64
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """What the N\\* search measures and how hard it tries."""
+    """What the N* search measures and how hard it tries."""
 
     threshold: float = 0.99
     """Mean policy cosine on fresh goals that counts as recovering the optimal policy."""
@@ -167,33 +172,29 @@ def recovered(
     weights = (positions < sizes[:, None]).to(DTYPE) / sizes[:, None].to(DTYPE)
     truth, goals = data.truth[seeds], data.goals[seeds]
     learner = ClosedFormLearner(model, spectral_start(kind, model, batch, weights))
-    alive = torch.arange(len(seeds))
+    alive = torch.arange(len(seeds))  # which of the requested members are still training
     success = torch.zeros(len(seeds), dtype=torch.bool)
-    previous = torch.full((len(seeds),), math.inf, dtype=DTYPE)
-    for iteration in range(settings.iterations + 1):
-        cosine = policy_cosine(model, learner.rotation(), truth, goals)
-        hit = cosine >= settings.threshold
+
+    def check() -> torch.Tensor:
+        hit = policy_cosine(model, learner.rotation(), truth, goals) >= settings.threshold
         success[alive[hit]] = True
-        if iteration == settings.iterations:
+        return hit
+
+    stop = check()
+    previous = torch.full((len(seeds),), math.inf, dtype=DTYPE)
+    for _ in range(settings.iterations):
+        keep = ~stop
+        if not keep.any():
             break
-        loss = learner.step(kind, batch, weights) if iteration else None
-        stalled = (
-            torch.zeros_like(hit) if loss is None else loss >= previous * (1 - 1e-9)
-        )
-        stop = hit | stalled
-        if stop.all():
-            break
-        if stop.any():
-            keep = ~stop
-            learner.keep(keep)
-            alive, previous = alive[keep], previous[keep]
+        if not keep.all():
             index = keep.nonzero().squeeze(-1)
+            learner.keep(keep)
+            alive, previous = alive[index], previous[index]
             batch, weights = batch.select(index), weights[index]
             truth, goals = truth[index], goals[index]
-            if loss is not None:
-                loss = loss[keep]
-        if loss is not None:
-            previous = loss
+        loss = learner.step(kind, batch, weights)
+        stop = check() | (loss >= previous * (1 - 1e-9))
+        previous = loss
     return success
 
 
@@ -204,7 +205,7 @@ def search_transitions(
     guess: int,
     settings: SweepSettings,
 ) -> np.ndarray:
-    """N\\* per seed: double from `guess` until recovery, then bisect (all seeds batched).
+    """N* per seed: double from `guess` until recovery, then bisect (all seeds batched).
 
     `lo` is the largest size known to fail (0: no data always fails), `hi` the smallest
     known to succeed; NaN marks a seed that failed at the full buffer (censored).
@@ -252,20 +253,25 @@ def fit_loglog_slope(
     return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
-def rank_rows(env_name: str, kind: LossKind, dim: int, seed: int, data: SeedData, index: int,
-              gamma: float) -> list[dict]:
-    """Rank of the linearised system versus tuples, up to the first full rank."""
+def rank_rows(
+    env_name: str, kind: LossKind, dim: int, seed: int, data: SeedData, index: int, gamma: float
+) -> list[dict]:
+    """Rank of the linearised system versus tuples n, up to the first full rank (or the
+    whole buffer). The Jacobian is built in chunks so memory stays small at d = 64."""
     model = RotationQ(dim, two_phase=env_name == "TwoPhaseRotation", gamma=gamma)
-    # Enough tuples to reach full rank on both envs (half the TwoPhase tuples are inert).
-    needed = 3 * identifiability_bound(kind, dim) + 16
-    buffer = data.buffer.select(torch.tensor([index]), min(needed, data.buffer.state.shape[1]))
-    ranks = rank_profile(residual_jacobian(kind, model, data.truth[index], buffer))
-    full = tangent_dimension(dim)
-    stop = ranks.index(full) + 1 if full in ranks else len(ranks)
+    tracker = RankTracker(tangent_dimension(dim))
+    capacity, chunk = data.buffer.state.shape[1], identifiability_bound(kind, dim) + 16
+    ranks: list[int] = []
+    member = data.buffer.select(torch.tensor([index]))
+    for start in range(0, capacity, chunk):
+        part = Transitions(*(x[:, start : start + chunk] for x in member.fields()))
+        ranks += tracker.add(residual_jacobian(kind, model, data.truth[index], part))
+        if tracker.full:
+            break
     return [
         {"env": env_name, "loss": kind, "d": dim, "seed": seed, "n": n + 1, "rank": r,
-         "tangent_dim": full}
-        for n, r in enumerate(ranks[:stop])
+         "tangent_dim": tracker.width}
+        for n, r in enumerate(ranks)
     ]
 
 
@@ -275,32 +281,30 @@ def run_sweep(
     envs: Sequence[str] = tuple(ENVS),
     losses: Sequence[LossKind] = LOSS_KINDS,
     settings: SweepSettings | None = None,
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The whole measurement: per-point N\\*, per-(env, loss) slopes, rank profiles."""
+    """The whole measurement: per-point N*, per-(env, loss) slopes, rank profiles."""
     settings = settings or SweepSettings()
     points, slopes, ranks = [], [], []
     for env_name in envs:
-        data_by_dim = {}
-        for dim in dims:
+        history: dict[str, list[tuple[int, float]]] = {kind: [] for kind in losses}
+        for dim in sorted(dims):
             capacity = int(settings.capacity * dim * dim) + 64
-            data_by_dim[dim] = build_seed_data(
-                env_name, dim, seeds, capacity, settings.eval_goals
-            )
-        for kind in losses:
-            history: list[tuple[int, float]] = []
-            for dim in sorted(dims):
-                data = data_by_dim[dim]
-                model = RotationQ(dim, two_phase=env_name == "TwoPhaseRotation",
-                                  gamma=settings.gamma)
+            data = build_seed_data(env_name, dim, seeds, capacity, settings.eval_goals)
+            model = RotationQ(dim, two_phase=env_name == "TwoPhaseRotation",
+                              gamma=settings.gamma)
+            for kind in losses:
                 start = time.perf_counter()
-                n_star = search_transitions(model, kind, data, _warm_guess(history, dim), settings)
-                profile = []
-                for index, seed in enumerate(seeds):
-                    profile += rank_rows(env_name, kind, dim, seed, data, index, settings.gamma)
-                full_at = _first_full_rank(profile, seeds)
-                ranks += profile
-                for seed, value, full in zip(seeds, n_star, full_at, strict=True):
+                guess = _warm_guess(history[kind], dim)
+                n_star = search_transitions(model, kind, data, guess, settings)
+                history[kind].append((dim, float(np.nanmedian(n_star))))
+                full_at = []
+                for index, (seed, value) in enumerate(zip(seeds, n_star, strict=True)):
+                    profile = rank_rows(env_name, kind, dim, seed, data, index, settings.gamma)
+                    ranks += profile
+                    full = next((r["n"] for r in profile if r["rank"] == r["tangent_dim"]),
+                                math.nan)
+                    full_at.append(full)
                     points.append({
                         "env": env_name, "loss": kind, "d": dim, "seed": seed, "n_star": value,
                         "n_full_rank": full, "bound": identifiability_bound(kind, dim),
@@ -308,22 +312,15 @@ def run_sweep(
                 if log is not None:
                     log(f"{env_name:>16} {kind:>8} d={dim:<3} N* median {np.nanmedian(n_star):7.0f}"
                         f" (min {np.nanmin(n_star):.0f}, max {np.nanmax(n_star):.0f}),"
-                        f" full rank at {np.median(full_at):.0f},"
+                        f" exact full rank at {np.nanmedian(full_at):.0f},"
                         f" {time.perf_counter() - start:5.1f}s")
-                history.append((dim, float(np.nanmedian(n_star))))
-            table = pd.DataFrame([p for p in points if p["env"] == env_name and p["loss"] == kind])
-            slope, low, high = fit_loglog_slope(table["d"], table["n_star"])
+        for kind in losses:
+            table = [p for p in points if p["env"] == env_name and p["loss"] == kind]
+            slope, low, high = fit_loglog_slope([p["d"] for p in table],
+                                                [p["n_star"] for p in table])
             slopes.append({"env": env_name, "loss": kind, "slope": slope, "ci_low": low,
                            "ci_high": high})
     return pd.DataFrame(points), pd.DataFrame(slopes), pd.DataFrame(ranks)
-
-
-def _first_full_rank(profile: list[dict], seeds: Sequence[int]) -> list[float]:
-    out = []
-    for seed in seeds:
-        rows = [r for r in profile if r["seed"] == seed and r["rank"] == r["tangent_dim"]]
-        out.append(float(min(r["n"] for r in rows)) if rows else math.nan)
-    return out
 
 
 def _warm_guess(history: list[tuple[int, float]], dim: int) -> int:
@@ -343,7 +340,7 @@ class MLPSettings:
     """Offline DDPG / ReenGAGE with generic MLP critics on RotationReach (kept cheap)."""
 
     dims: tuple[int, ...] = (4, 8)
-    sizes: tuple[int, ...] = (16, 64, 256, 1024)
+    sizes: tuple[int, ...] = (32, 128, 512, 2048)
     seeds: tuple[int, ...] = (0, 1)
     steps: int = 1500
     batch: int = 128
@@ -355,6 +352,24 @@ class MLPSettings:
     the step budget goes into learning `U`, not into propagating a 1/(1-γ)² constant."""
     coef: float = 1.0
     """ReenGAGE's c (α = c/d: the gradient term averages over goal coordinates)."""
+
+
+MLP_REPORT_LEVEL = 0.8
+
+
+def transitions_to_reach(table: pd.DataFrame, level: float) -> float:
+    """Buffer size at which the seed-mean cosine first reaches `level`, interpolated
+    linearly in log N between the two sizes that bracket it (NaN if never reached)."""
+    means = table.groupby("n")["cosine"].mean().sort_index()
+    sizes, values = np.log(means.index.to_numpy(float)), means.to_numpy()
+    above = np.flatnonzero(values >= level)
+    if len(above) == 0:
+        return math.nan
+    i = above[0]
+    if i == 0:
+        return float(means.index[0])
+    fraction = (level - values[i - 1]) / (values[i] - values[i - 1])
+    return float(np.exp(sizes[i - 1] + fraction * (sizes[i] - sizes[i - 1])))
 
 
 class _MLPAgent(nn.Module):
@@ -427,7 +442,9 @@ def _mlp_update(
                 p_target.lerp_(p, settings.tau)
 
 
-def mlp_sweep(settings: MLPSettings | None = None, log=None) -> pd.DataFrame:
+def mlp_sweep(
+    settings: MLPSettings | None = None, log: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """Policy cosine after offline training, per (d, method, N, seed), on RotationReach.
 
     Every (size, seed) pair is one member of a population trained in one batch; member
@@ -467,10 +484,12 @@ def mlp_sweep(settings: MLPSettings | None = None, log=None) -> pd.DataFrame:
                 rows.append({"env": "RotationReach", "d": dim, "method": method, "n": n,
                              "seed": settings.seeds[i], "cosine": value})
             if log is not None:
-                means = {n: np.mean([r["cosine"] for r in rows[-members:] if r["n"] == n])
-                         for n in settings.sizes}
-                log(f"MLP d={dim} {method:>8}: cosine by N "
+                done = pd.DataFrame(rows[-members:])
+                means = done.groupby("n")["cosine"].mean()
+                reach = transitions_to_reach(done, MLP_REPORT_LEVEL)
+                log(f"MLP d={dim} {method:>8}: mean cosine by N "
                     + ", ".join(f"{n}: {v:.2f}" for n, v in means.items())
+                    + f"; N for {MLP_REPORT_LEVEL}: {reach:.0f}"
                     + f"  {time.perf_counter() - start:5.1f}s")
     return pd.DataFrame(rows)
 
@@ -494,13 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
             "example: python -m reengage.theory --dims 2 4 8 16 32 --seeds 5 "
             "--out-points results/tables/theory_points.csv "
             "--out-slopes results/tables/theory_slopes.csv "
-            "--out-rank results/tables/theory_rank.csv  (about a minute on one core; "
-            "adding 64 to --dims costs a few minutes more; --mlp adds under a minute)"
+            "--out-rank results/tables/theory_rank.csv  (about 20 s on one core; "
+            "adding 64 to --dims costs several minutes more; --mlp adds about 30 s)"
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--dims", type=int, nargs="+", default=list(DEFAULT_DIMS),
-                        help="dimensions d to sweep (64 works, a few minutes more)")
+                        help="dimensions d to sweep (adding 64 costs several minutes)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1 per (env, loss, d)")
     parser.add_argument("--envs", nargs="+", choices=list(ENVS), default=list(ENVS))
     parser.add_argument("--losses", nargs="+", choices=list(LOSS_KINDS), default=list(LOSS_KINDS))
@@ -534,17 +553,19 @@ def main(argv: list[str] | None = None) -> int:
             print(message, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
+    dims = sorted(set(args.dims))
     settings = SweepSettings(threshold=args.threshold, iterations=args.iterations,
                              tolerance=args.tolerance)
     points, slopes, ranks = run_sweep(
-        sorted(set(args.dims)), list(range(args.seeds)), args.envs, args.losses, settings, log
+        dims, list(range(args.seeds)), args.envs, args.losses, settings, log
     )
     _write(points, args.out_points)
     _write(slopes, args.out_slopes)
     _write(ranks, args.out_rank)
     for row in slopes.itertuples():
+        reference = fit_loglog_slope(dims, [identifiability_bound(row.loss, d) for d in dims])
         log(f"slope {row.env:>16} {row.loss:>8}: {row.slope:.2f} "
-            f"[{row.ci_low:.2f}, {row.ci_high:.2f}]")
+            f"[{row.ci_low:.2f}, {row.ci_high:.2f}]   (the bound's own slope: {reference[0]:.2f})")
     if args.mlp:
         _write(mlp_sweep(log=log), args.out_mlp)
     log(f"done in {time.perf_counter() - start:.1f}s")

@@ -5,6 +5,7 @@ the training command of each job. Plain Python, so it is tested without Snakemak
 from __future__ import annotations
 
 import importlib
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,10 @@ def validate_config(config: dict[str, Any]) -> None:
             if steps_for(experiment, d) % episode:
                 raise ConfigError(f"{where}.steps", f"{steps_for(experiment, d)} (d = {d}) is "
                                   f"not a multiple of the episode length {episode}")
+        names = [m["name"] for m in experiment["methods"]]
+        if experiment.get("baseline", "ddpg_her") not in names:
+            raise ConfigError(f"{where}.baseline", f"{experiment.get('baseline', 'ddpg_her')!r}"
+                              f" is not one of the experiment's methods {names}")
         for i, method in enumerate(experiment["methods"]):
             key = f"{where}.methods.{i}"
             if method["name"] not in METHODS:
@@ -172,6 +177,18 @@ def find_cell(config: dict[str, Any], wildcards: Any) -> Cell:
     raise KeyError(f"no grid cell matches {dict(wildcards.items())}")
 
 
+def _dotted(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{networks: {encoder_hidden: 64}} -> {"networks.encoder_hidden": "64"} (YAML values)."""
+    flat: dict[str, str] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = yaml.safe_dump(value, default_flow_style=True).strip()
+            flat[f"{prefix}{key}"] = flat[f"{prefix}{key}"].removesuffix("\n...").strip()
+    return flat
+
+
 def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) -> str:
     """The `reengage train` options of one job (everything but --out)."""
     exp = config["experiments"][cell.experiment]
@@ -189,6 +206,8 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     if "action_noise" in exp:
         options.append(f"--action-noise {exp['action_noise']}")
     options += [f"--plugin {module}" for module in config["plugins"]]
+    options += [f"--set {shlex.quote(f'{key}={value}')}"
+                for key, value in _dotted(exp["settings"]).items()]
     if config["wandb"]["enabled"]:
         group = cell.run_dir("").strip("/").removeprefix("runs/")
         options.append(f"--wandb-project {config['wandb']['project']} --wandb-group {group}")
