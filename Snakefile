@@ -197,39 +197,55 @@ rule runtime:
         "--markdown {output.markdown} --baseline {params.baseline} > {log} 2>&1"
 
 
+THEORY_MLP = config["theory"]["mlp"]
+
+
 rule theory:
     output:
         points=f"{RESULTS}/tables/theory_points.csv",
         slopes=f"{RESULTS}/tables/theory_slopes.csv",
         rank=f"{RESULTS}/tables/theory_rank.csv",
+        mlp=[f"{RESULTS}/tables/theory_mlp.csv"] if THEORY_MLP else [],
     log:
         f"{RESULTS}/logs/theory.log",
     params:
         dims=" ".join(map(str, config["theory"]["dims"])),
         seeds=config["theory"]["seeds"],
+        mlp=f"--mlp --out-mlp {RESULTS}/tables/theory_mlp.csv" if THEORY_MLP else "",
     threads: 1
     conda:
         ENV
     shell:
         "python -m reengage.theory --dims {params.dims} --seeds {params.seeds} "
         "--out-points {output.points} --out-slopes {output.slopes} "
-        "--out-rank {output.rank} > {log} 2>&1"
+        "--out-rank {output.rank} {params.mlp} --quiet > {log} 2>&1"
 
 
 rule theory_figure:
     input:
         points=f"{RESULTS}/tables/theory_points.csv",
         slopes=f"{RESULTS}/tables/theory_slopes.csv",
+        mlp=[f"{RESULTS}/tables/theory_mlp.csv"] if THEORY_MLP else [],
     output:
         png=f"{RESULTS}/figures/theory.png",
         pdf=f"{RESULTS}/figures/theory.pdf",
+        mlp=[f"{RESULTS}/figures/theory_mlp.png"] if THEORY_MLP else [],
     log:
         f"{RESULTS}/logs/theory_figure.log",
+    params:
+        mlp=(
+            f"--mlp {RESULTS}/tables/theory_mlp.csv "
+            f"--mlp-out-png {RESULTS}/figures/theory_mlp.png "
+            f"--mlp-out-pdf {RESULTS}/figures/theory_mlp.pdf"
+            if THEORY_MLP
+            else ""
+        ),
     conda:
         ENV
     shell:
         "python -m reengage.analysis.theory_figure --points {input.points} "
-        "--slopes {input.slopes} --out-png {output.png} --out-pdf {output.pdf} > {log} 2>&1"
+        "--slopes {input.slopes} --out-png {output.png} --out-pdf {output.pdf} "
+        "{params.mlp} > {log} 2>&1"
 
 
 rule report:

@@ -191,10 +191,6 @@ class ClosedFormLearner:
         self._grad: torch.Tensor | None = None
         self._pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
-    @property
-    def members(self) -> int:
-        return self.base.shape[0]
-
     def rotation(self, params: torch.Tensor | None = None) -> torch.Tensor:
         """The estimates `Ũ`, `[M, d, d]` (at the current parameters unless given)."""
         params = self.params if params is None else params
@@ -226,7 +222,9 @@ class ClosedFormLearner:
     ) -> torch.Tensor:
         """One L-BFGS iteration of every member on its buffer (`weights [M, N]`, rows
         summing to 1, mask unused tuples). Returns the losses after the step; a member
-        whose line search finds no decrease keeps its parameters (it has converged)."""
+        whose line search finds no decrease keeps its parameters (it has converged).
+        The buffer must stay the same from step to step (L-BFGS keeps the last loss and
+        gradient and its curvature pairs); `keep` slices all of them consistently."""
         if self._loss is None or self._grad is None:
             self._loss, self._grad = self.loss_and_grad(kind, batch, weights, self.params)
         loss, grad = self._loss, self._grad
