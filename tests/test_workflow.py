@@ -55,8 +55,11 @@ def test_default_dry_run_plans_one_job_per_population():
     counts = _job_counts(result.stdout + result.stderr)
     # 2 d x (DDPG+HER + 3 ReenGAGE c) x 1 cell x (5 seeds / 5 per job)
     assert counts["train_seeds_0_1_2_3_4"] == 8
-    for rule in ("aggregate", "select", "figures", "stats", "runtime", "report"):
-        assert counts[rule] == 1
+    # goal sets: DDPG + Multi-ReenGAGE on DriveSeek, and the greedy agent on NoisySeek
+    assert counts["train_seeds_0_1_2"] == 2 + 3
+    for rule in ("aggregate", "select", "figures", "stats", "runtime"):
+        assert counts[rule] == 3  # one per experiment
+    assert counts["report"] == 1
 
 
 def test_paper_config_plans_the_full_grid():
@@ -64,8 +67,9 @@ def test_paper_config_plans_the_full_grid():
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
     train_jobs = sum(v for k, v in counts.items() if k.startswith("train_"))
-    # 3 d x 4 method variants x (3 batch x 4 lr) x (20 seeds / 10 per job)
-    assert train_jobs == 3 * 4 * 12 * 2
+    # ContinuousSeek: 3 d x 4 method variants x (3 batch x 4 lr) x (20 seeds / 10 per job);
+    # DriveSeek: DDPG + 3 Multi-ReenGAGE c; NoisySeek: the same plus the greedy agent.
+    assert train_jobs == 3 * 4 * 12 * 2 + 4 + 5
     assert "train_seeds_0_1_2_3_4" not in counts  # the default grid is not merged in
 
 
