@@ -29,12 +29,14 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 setup: $(BIN)/.installed
 
+# The workflow's rules call `reengage` and `python`: the venv goes first on PATH.
 run: setup
-	$(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	@echo "report: results/report.md   figures: results/figures/   tables: results/tables/"
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check .
