@@ -11,8 +11,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from .vector import CoreVectorEnv
 
 BOUND = 5.0
 SUCCESS_RADIUS = 0.1
@@ -118,10 +119,8 @@ class ContinuousSeekEnv(gym.Env):
         return {k: v[0] for k, v in self.core.observation().items()}
 
 
-class ContinuousSeekVectorEnv(VectorEnv):
+class ContinuousSeekVectorEnv(CoreVectorEnv):
     """Native vector face: S copies stepped with array operations, next-step autoreset."""
-
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int, dim: int = 5, **kwargs: Any):
         self.num_envs = num_envs
@@ -131,18 +130,7 @@ class ContinuousSeekVectorEnv(VectorEnv):
         self.single_action_space = spaces.Box(-1.0, 1.0, shape=(dim,), dtype=np.float32)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._needs_reset = np.zeros(num_envs, dtype=bool)
-
-    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
-        if isinstance(seed, int):
-            seed = [seed + i for i in range(self.num_envs)]
-        if seed is not None:
-            if len(seed) != self.num_envs:
-                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
-            self.core.seed(list(seed))
-        self.core.reset_copies(np.ones(self.num_envs, dtype=bool))
-        self._needs_reset[:] = False
-        return self.core.observation(), {"is_success": self.core.reached.copy()}
+        self._init_autoreset()
 
     def step(self, actions):
         resetting = self._needs_reset.copy()
@@ -159,10 +147,3 @@ class ContinuousSeekVectorEnv(VectorEnv):
 
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         return continuous_seek_reward(achieved_goal, desired_goal)
-
-    def get_state(self) -> dict[str, Any]:
-        return {**self.core.get_state(), "needs_reset": self._needs_reset.copy()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.core.set_state(state)
-        self._needs_reset = state["needs_reset"].copy()

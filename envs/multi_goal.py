@@ -26,8 +26,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from .vector import CoreVectorEnv
 
 EPISODE_STEPS = 40
 MAX_GOALS = 200
@@ -320,14 +321,13 @@ class _MultiGoalEnv(gym.Env):
         return {k: v[0] for k, v in self.core.observation().items()}
 
 
-class _MultiGoalVectorEnv(VectorEnv):
+class _MultiGoalVectorEnv(CoreVectorEnv):
     """Native vector face: S copies stepped with array operations, next-step autoreset.
 
     `reset(seed=[s_0, ..., s_{S-1}])` seeds copy i with s_i; an int seeds copy i with seed+i.
     Episodes are truncated after `max_episode_steps` (40); there are no terminal states.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     core_cls: type[MultiGoalCore]
 
     def __init__(
@@ -346,20 +346,7 @@ class _MultiGoalVectorEnv(VectorEnv):
         self.single_action_space = _action_space(self.core_cls)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._needs_reset = np.zeros(num_envs, dtype=bool)
-
-    def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if isinstance(seed, int):
-            seed = [seed + i for i in range(self.num_envs)]
-        if seed is not None:
-            if len(seed) != self.num_envs:
-                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
-            self.core.seed(list(seed))
-        self.core.reset_copies(np.ones(self.num_envs, dtype=bool))
-        self._needs_reset[:] = False
-        return self.core.observation(), {"is_success": self.core.reached.copy()}
+        self._init_autoreset()
 
     def step(
         self, actions: np.ndarray
@@ -382,14 +369,6 @@ class _MultiGoalVectorEnv(VectorEnv):
 
     def item_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
         return item_reward(achieved_goal, desired_goal)
-
-    def get_state(self) -> dict[str, Any]:
-        return {**self.core.get_state(), "needs_reset": self._needs_reset.copy()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        self._needs_reset = np.array(state.pop("needs_reset"), copy=True)
-        self.core.set_state(state)
 
 
 class DriveSeekEnv(_MultiGoalEnv):

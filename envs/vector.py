@@ -1,0 +1,44 @@
+"""What every native vector env of this package shares: per-copy seeding on reset, the
+next-step autoreset flag, and checkpointable state. A subclass owns a batched `core`
+(arrays over copies, one RNG per copy) and implements `step`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+
+class CoreVectorEnv(VectorEnv):
+    """Base of the native vector faces. The core provides `seed(list)`, `reset_copies(mask)`,
+    `observation()`, `reached`, `get_state()` and `set_state(state)`."""
+
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    core: Any
+
+    def _init_autoreset(self) -> None:
+        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """`seed=[s_0, ..., s_{S-1}]` seeds copy i with s_i; an int seeds copy i with
+        seed + i; None continues every copy's stream."""
+        if isinstance(seed, int):
+            seed = [seed + i for i in range(self.num_envs)]
+        if seed is not None:
+            if len(seed) != self.num_envs:
+                raise ValueError(f"expected {self.num_envs} seeds, got {len(seed)}")
+            self.core.seed(list(seed))
+        self.core.reset_copies(np.ones(self.num_envs, dtype=bool))
+        self._needs_reset[:] = False
+        return self.core.observation(), {"is_success": self.core.reached.copy()}
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that determines the copies' future, for checkpoints."""
+        return {**self.core.get_state(), "needs_reset": self._needs_reset.copy()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        self._needs_reset = np.array(state.pop("needs_reset"), copy=True)
+        self.core.set_state(state)
