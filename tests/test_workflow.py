@@ -103,8 +103,11 @@ def test_conda_environment_lists_what_pyproject_lists():
     ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [0], "steps": 100, "seeds": 2,
                              "methods": [{"name": "ddpg_her"}]}}}, "experiments.cs.dims.0"),
     ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [2], "steps": 100, "seeds": 2,
-                             "methods": [{"name": "reengage_her"}]}}},
-     "experiments.cs.methods.0.c"),
+                             "methods": [{"name": "ddpg_her"}, {"name": "reengage_her"}]}}},
+     "experiments.cs.methods.1.c"),
+    ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [2], "steps": 100, "seeds": 2,
+                             "methods": [{"name": "reengage_her", "c": [0.1]}]}}},
+     "experiments.cs.baseline"),
     ({"experiments": {"cs": {"env": "Nope", "dims": [2], "steps": 100, "seeds": 2,
                              "methods": [{"name": "ddpg_her"}]}}}, "experiments.cs.env"),
     ({"experiments": {"cs": {"env": "ContinuousSeek", "dims": [2, 5], "steps": {2: 100},
@@ -132,7 +135,7 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
 
 def test_grid_expansion_and_train_arguments():
     config = apply_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
-    grid = list(cells(config))
+    grid = list(cells(config, "continuous_seek"))
     assert len(grid) == 3 * 4 * 12
     assert seed_chunks(list(range(20)), 10) == [tuple(range(10)), tuple(range(10, 20))]
     assert seed_chunks([0, 1, 2], 2) == [(0, 1), (2,)]
