@@ -1,0 +1,159 @@
+"""The throughput benchmark: its FLOP count, its JSON records and its figure (no timing
+assertions: the machine is shared)."""
+
+import json
+import runpy
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from reengage.agents.ddpg import DDPG, DDPGConfig
+from reengage.analysis.throughput_figure import plot_throughput
+
+BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "throughput.py"))
+update_flops = BENCH["update_flops"]
+REQUIRED = {"contender", "population", "seed_steps_per_s_median", "seed_steps_per_s_min",
+            "seed_steps_per_s_max", "gflops_median", "peak_rss_mb", "repeats"}
+
+
+def test_flop_count_equals_a_hand_count():
+    # obs = goal = action = 1, one hidden layer of 2, batch 1. Ours: actor 2->2->1,
+    # critic 3->2->1; one pass through a layer costs 2*in*out.
+    actor = {"l1": 2 * 2 * 2, "l2": 2 * 2 * 1}  # 8, 4
+    critic = {"l1": 2 * 3 * 2, "l2": 2 * 2 * 1}  # 12, 4
+    A, C = sum(actor.values()), sum(critic.values())  # 12, 16
+    ddpg = (
+        A + C                                      # target actor and critic forwards
+        + C + C + critic["l2"]                     # critic forward, weight grads, input grad l2
+        + A + C + C                                # actor forward, critic on pi, grads to pi
+        + A + actor["l2"]                          # actor weight grads, input grad l2
+    )
+    reengage = (
+        A + C + C + A                              # target forwards and grad to the goal
+        + C + C                                    # critic forward, grad_g Q with a graph
+        + C + C                                    # value term: weight and input grads
+        + 2 * critic["l1"] + 2 * critic["l2"] - critic["l2"]  # double backward
+        + A + C + C + A + actor["l2"]              # actor step, as in DDPG
+    )
+    assert (ddpg, reengage) == (124, 208)
+    assert update_flops("ddpg_her", 1, 1, 1, (2,), 1) == ddpg
+    assert update_flops("reengage_her", 1, 1, 1, (2,), 1) == reengage
+    assert update_flops("reengage_her", 1, 1, 1, (2,), 1, population=3) == 3 * reengage
+    # SB3 feeds obs + achieved + desired goal (actor 3->2->1, critic 4->2->1) and its
+    # actor backward also computes the critic's weight gradients.
+    a, c = 2 * 3 * 2 + 2 * 2 * 1, 2 * 4 * 2 + 2 * 2 * 1
+    sb3 = a + c + (c + c + 4) + (a + c + c + a + 4) + c
+    assert update_flops("sb3_ddpg_her", 1, 1, 1, (2,), 1) == sb3 == 176
+    assert update_flops("gemm_ceiling", 1, 1, 1, (2,), 1) == 0
+
+
+class MatmulFlops(TorchDispatchMode):
+    """FLOPs of the matrix products torch actually dispatches."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        aten = torch.ops.aten
+        packet = func.overloadpacket
+        if packet in (aten.bmm, aten.mm):
+            self.flops[packet] += 2 * args[0].numel() * args[1].shape[-1]
+        elif packet in (aten.baddbmm, aten.addmm):
+            self.flops[packet] += 2 * args[1].numel() * args[2].shape[-1]
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("c,last_layer_passes", [(0.0, 6), (0.3, 9)])
+def test_flop_count_matches_dispatched_products(c, last_layer_passes):
+    members, batch, obs, goal, action, hidden = 2, 16, 3, 4, 2, (8, 8)
+    gens = [torch.Generator().manual_seed(m) for m in range(members)]
+    learner = DDPG(members, obs, goal, action,
+                   DDPGConfig(goal_gradient_coef=c, hidden=hidden), gens)
+    rng = torch.Generator().manual_seed(0)
+
+    def x(k):
+        return torch.randn(members, batch, k, generator=rng)
+
+    with MatmulFlops() as counter:
+        learner.update(obs=x(obs), action=x(action).clamp(-1, 1), next_obs=x(obs),
+                       goal=x(goal), reward=-torch.ones(members, batch))
+    method = "reengage_her" if c else "ddpg_her"
+    analytic = update_flops(method, obs, goal, action, hidden, batch, population=members)
+    # The critic's one-column output layer is a product-and-sum, not a dispatched matmul.
+    one_column = 2 * batch * hidden[-1] * members * last_layer_passes
+    assert sum(counter.flops.values()) == analytic - one_column
+
+
+def test_json_records_have_the_required_keys(tmp_path, capsys):
+    out = tmp_path / "throughput.json"
+    status = BENCH["main"]([
+        "--dim", "2", "--hidden", "8,8", "--batch-size", "16", "--steps", "20",
+        "--warmup", "30", "--populations", "2", "--repeats", "1", "--threads", "1",
+        "--gemm-size", "64", "--replay-steps", "1000", "--json", str(out),
+    ])
+    assert status == 0
+    records = json.loads(out.read_text())
+    for record in records:
+        assert REQUIRED <= record.keys()
+    by_name = {(r["contender"], r["population"]): r for r in records}
+    assert {("gemm_ceiling", None), ("sb3_ddpg_her", 1), ("ddpg_her", 2),
+            ("reengage_her", 2), ("replay_memory", None)} <= by_name.keys()
+    sb3, ours = by_name[("sb3_ddpg_her", 1)], by_name[("reengage_her", 2)]
+    assert sb3["seed_steps_per_s_median"] > 0 and sb3["peak_rss_mb"] > 0
+    assert ours["seed_steps_per_s_median"] == pytest.approx(
+        2 * ours["steps_per_s_per_seed_median"])
+    assert ours["ratio_to_sb3_median"] > 0 and ours["repeats"] == 1
+    memory = by_name[("replay_memory", None)]
+    # 100 episodes: 11 observations and achieved goals, 10 actions, 1 desired goal each.
+    assert memory["replay_bytes"] == 4 * 100 * (11 * 2 + 11 * 2 + 10 * 2 + 2)
+    assert memory["replay_target_bytes"] == 4 * (1000 * 6 + 100 * 2)
+    assert "seed-steps/s" in capsys.readouterr().out
+
+
+def test_ratios_to_sb3_are_taken_repeat_by_repeat():
+    setting = BENCH["Setting"](dim=2, hidden=(8,))
+
+    def run(contender, population, repeat, seconds):
+        task = {"contender": contender, "population": population, "repeat": repeat,
+                "steps": 100}
+        return task, {"seconds": seconds, "peak_rss_mb": 1.0, "load_avg_1m": 0.0}
+
+    results = [run("sb3_ddpg_her", 1, 0, 1.0), run("sb3_ddpg_her", 1, 1, 4.0),
+               run("ddpg_her", 4, 0, 2.0), run("ddpg_her", 4, 1, 2.0)]
+    (sb3, ours) = BENCH["aggregate"](results, setting)
+    assert sb3["contender"] == "sb3_ddpg_her" and sb3["seed_steps_per_s_median"] == 62.5
+    # Repeat 0: 200 / 100 = 2; repeat 1: 200 / 25 = 8 (not 200 / median(SB3) = 3.2).
+    assert ours["ratio_to_sb3_runs"] == [2.0, 8.0] and ours["ratio_to_sb3_median"] == 5.0
+
+
+def test_figure_is_a_png(tmp_path):
+    records = [
+        {"contender": "gemm_ceiling", "population": None, "gflops_median": 150.0,
+         "seed_steps_per_s_median": None},
+        {"contender": "sb3_ddpg_her", "population": 1, "seed_steps_per_s_median": 100.0,
+         "seed_steps_per_s_min": 90.0, "seed_steps_per_s_max": 110.0},
+        {"contender": "run_info", "population": None, "load_avg_before": [1.0, 1, 1],
+         "load_avg_after": [1.5, 1, 1], "cpu_count": 2},
+    ]
+    for contender, scale in (("ddpg_her", 1.0), ("reengage_her", 0.6)):
+        for p in (1, 4, 10, 20):
+            median = scale * 100 * p**0.3
+            records.append({
+                "contender": contender, "population": p, "seed_steps_per_s_median": median,
+                "seed_steps_per_s_min": 0.9 * median, "seed_steps_per_s_max": 1.1 * median,
+                "ceiling_seed_steps_per_s": 400 * scale, "dim": 20, "batch_size": 256,
+                "hidden": [256, 256], "threads": 2,
+            })
+    src = tmp_path / "throughput.json"
+    src.write_text(json.dumps(records))
+    out = plot_throughput(src, tmp_path / "figures" / "throughput.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(out)
+    assert image.shape[0] > 300 and image.shape[1] > 300 and np.ptp(image) > 0
