@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from reengage.analysis.aggregate import (
     require_suffix,
     run_cli,
 )
-from reengage.analysis.labels import BOUNDED_METRICS, DEFAULT_BASELINE, metric_name
+from reengage.analysis.labels import BOUNDED_METRICS, DEFAULT_BASELINE, dim_name, metric_name
 from reengage.analysis.select import check_metric, read_selection, selected_curves
 
 BASELINE_COLOR = "#333333"
@@ -137,7 +138,7 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
             for offset, value in enumerate((reference_lines or {}).values()):
                 ax.axhline(value, color="0.35", lw=1.2,
                            ls=["--", ":", "-."][offset % 3], zorder=1)
-            ax.set_title(f"{env}, d = {dim}")
+            ax.set_title(f"{env}, {dim_name(env)} = {dim}")
             ax.set_xlabel("environment steps")
             ax.xaxis.set_major_formatter(FuncFormatter(_steps))
             ax.set_xlim(left=0)
@@ -171,9 +172,10 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
             handles.append(Line2D([], [], color="0.3", marker="x", ms=8, mew=2, ls="none"))
             names.append("a seed diverges (later points: mean of the remaining seeds)")
         # The legend's title says what each curve is, so the figure explains itself.
+        # As many legend columns as fit the figure's width (about 14 characters an inch).
+        columns = max(1, min(len(names), 3, int(width * 14) // max(map(len, names))))
         legend = figure.legend(
-            handles, names, loc="outside lower center",
-            ncol=min(len(names), 2 if len(names) > 3 else 3), frameon=False,
+            handles, names, loc="outside lower center", ncol=columns, frameon=False,
             title="per method and d: the batch × lr cell with the best area under the curve "
             "(selection.csv)", title_fontsize="small",
         )
@@ -181,8 +183,8 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
 
         counts = "/".join(str(n) for n in seeds_per_panel)
         title = f"{experiment}: {metric_name(metric)}, mean ± sd over {counts} seeds"
-        if note:
-            title += f" ({note})"
+        if note:  # on its own wrapped line, so a long note never runs off the figure
+            title += "\n" + textwrap.fill(note, width=int(width * 9))
         figure.suptitle(title)
     return figure
 

@@ -53,3 +53,11 @@ def metric_name(metric: str) -> str:
 def task_name(env: str, dim: int) -> str:
     """One task of the statistics: an environment at one goal dimension."""
     return f"{env}-d{dim}"
+
+
+# On the goal-set tasks the harness's `dim` is n_max, the number of goal slots.
+GOAL_SET_ENVS = ("DriveSeek", "NoisySeek")
+
+
+def dim_name(env: str) -> str:
+    return "n_max" if env in GOAL_SET_ENVS else "d"
