@@ -286,5 +286,5 @@ rule throughput:
         ENV
     shell:
         "(reengage bench --threads {params.threads} {params.quick} --json {output.json} && "
-        "python -m reengage.analysis.throughput_figure --json {output.json} "
+        "python -m reengage.analysis.throughput_figure {output.json} "
         "--out {output.png}) > {log} 2>&1"
