@@ -35,7 +35,9 @@ class EpisodeReplay:
 
     `her_k` relabelled goals per real one gives a relabelling probability k/(k+1)
     (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does. `achieved_dim` differs
-    from `goal_dim` only where a goal is a set (HER is then off).
+    from `goal_dim` only where a goal is a set (HER is then off). `achieved_in_obs` says
+    the achieved goal is the observation's first `achieved_dim` entries (ContinuousSeek):
+    it is then a view of the stored observations, not a second copy.
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class EpisodeReplay:
         rngs: list[np.random.Generator],
         her_k: int = 4,
         achieved_dim: int | None = None,
+        achieved_in_obs: bool = False,
     ):
         if len(rngs) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(rngs)}")
@@ -62,12 +65,18 @@ class EpisodeReplay:
             raise ValueError("HER relabelling needs achieved and desired goals of one size")
         shape = (members, self.capacity)
         self.obs = np.zeros((*shape, episode_steps + 1, obs_dim), np.float32)
-        self.achieved = np.zeros((*shape, episode_steps + 1, achieved_dim), np.float32)
+        if achieved_in_obs and achieved_dim > obs_dim:
+            raise ValueError("the achieved goal cannot be longer than the observation")
         self.actions = np.zeros((*shape, episode_steps, action_dim), np.float32)
         self.desired = np.zeros((*shape, goal_dim), np.float32)
         # The episode being collected lives apart until it is complete.
         self._obs = np.zeros((members, episode_steps + 1, obs_dim), np.float32)
-        self._achieved = np.zeros((members, episode_steps + 1, achieved_dim), np.float32)
+        if achieved_in_obs:
+            self.achieved = self.obs[..., :achieved_dim]
+            self._achieved = self._obs[..., :achieved_dim]
+        else:
+            self.achieved = np.zeros((*shape, episode_steps + 1, achieved_dim), np.float32)
+            self._achieved = np.zeros((members, episode_steps + 1, achieved_dim), np.float32)
         self._actions = np.zeros((members, episode_steps, action_dim), np.float32)
         self._desired = np.zeros((members, goal_dim), np.float32)
         self._t = 0
@@ -82,7 +91,7 @@ class EpisodeReplay:
     @property
     def nbytes(self) -> int:
         arrays = (self.obs, self.achieved, self.actions, self.desired)
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in arrays if a.base is None)  # a view owns no memory
 
     def start_episode(self, obs: np.ndarray, achieved: np.ndarray, desired: np.ndarray) -> None:
         self._obs[:, 0], self._achieved[:, 0], self._desired[:] = obs, achieved, desired
@@ -111,18 +120,21 @@ class EpisodeReplay:
         if 0 < self._t < self.T:
             raise RuntimeError("checkpoint the replay between episodes, not inside one")
         n = self.size
-        return {
-            "obs": self.obs[:, :n], "achieved": self.achieved[:, :n],
-            "actions": self.actions[:, :n], "desired": self.desired[:, :n],
-            "cursor": self.cursor, "size": self.size,
+        state = {
+            "obs": self.obs[:, :n], "actions": self.actions[:, :n],
+            "desired": self.desired[:, :n], "cursor": self.cursor, "size": self.size,
         }
+        if self.achieved.base is None:
+            state["achieved"] = self.achieved[:, :n]
+        return state
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         n = int(state["size"])  # type: ignore[arg-type]
         if n > self.capacity:
             raise ValueError(f"checkpoint holds {n} episodes, capacity is {self.capacity}")
         for name in ("obs", "achieved", "actions", "desired"):
-            getattr(self, name)[:, :n] = state[name]
+            if name in state:
+                getattr(self, name)[:, :n] = state[name]
         self.cursor, self.size, self._t = int(state["cursor"]), n, 0  # type: ignore[arg-type]
 
     def sample(self, batch_size: int) -> Batch:

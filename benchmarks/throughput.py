@@ -237,10 +237,13 @@ def _measure_replay_memory(task: dict[str, Any], s: Setting) -> dict[str, Any]:
     import reengage.envs  # noqa: F401
     from reengage.agents.replay import EpisodeReplay
     from reengage.envs.continuous_seek import EPISODE_STEPS, continuous_seek_reward
+    from reengage.registry import ENVS
 
     steps, d = task["replay_steps"], s.dim
+    # As the training loop builds it: ContinuousSeek's achieved goal is its observation.
     ours = EpisodeReplay(1, steps, EPISODE_STEPS, d, d, d, continuous_seek_reward,
-                         [np.random.default_rng(0)], her_k=s.her_k).nbytes
+                         [np.random.default_rng(0)], her_k=s.her_k,
+                         achieved_in_obs=ENVS["ContinuousSeek"].achieved_in_obs).nbytes
     result: dict[str, Any] = {
         "replay_steps": steps, "episode_steps": EPISODE_STEPS,
         "replay_bytes": ours,

@@ -24,10 +24,13 @@ class EnvSpec:
     """The env's constructor argument that `--dim` sets: the goal dimension, or for the
     goal-set tasks n_max, the number of goal slots (the dimension of the gate vector)."""
     vectorization_mode: str = "vector_entry_point"
+    achieved_in_obs: bool = False
+    """The achieved goal is the observation's leading entries: the replay stores it once."""
 
 
 ENVS: dict[str, EnvSpec] = {
-    "ContinuousSeek": EnvSpec("ContinuousSeek", "reengage/ContinuousSeek-v0", 10),
+    "ContinuousSeek": EnvSpec("ContinuousSeek", "reengage/ContinuousSeek-v0", 10,
+                              achieved_in_obs=True),
     "DriveSeek": EnvSpec("DriveSeek", "reengage/DriveSeek-v0", 40, dim_kwarg="n_max"),
     "NoisySeek": EnvSpec("NoisySeek", "reengage/NoisySeek-v0", 40, dim_kwarg="n_max"),
 }

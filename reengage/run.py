@@ -222,6 +222,7 @@ class PopulationRun:
             reward_fn=reward_fn, rngs=[s.replay for s in self.streams],
             her_k=cfg.her_k if self.method.her else 0,
             achieved_dim=space["achieved_goal"].shape[-1],
+            achieved_in_obs=ENVS[cfg.env].achieved_in_obs,
         )
         self.evaluate = Evaluator(cfg, self.streams, self.device)
         self.meter = LossMeter(self.members, self.device)

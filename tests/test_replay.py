@@ -127,3 +127,25 @@ def test_member_sampling_matches_the_member_alone():
     a, b = together.sample(64), alone.sample(64)
     np.testing.assert_array_equal(a.goal[1], b.goal[0])
     np.testing.assert_array_equal(a.obs[1], b.obs[0])
+
+
+def test_achieved_goal_stored_once_when_it_is_the_observation():
+    def fill(in_obs):
+        replay = EpisodeReplay(2, 1000, T, D, D, D, continuous_seek_reward,
+                               [np.random.default_rng(m) for m in range(2)],
+                               achieved_in_obs=in_obs)
+        data = np.random.default_rng(5)
+        for _ in range(6):
+            path = data.integers(-5, 6, (2, T + 1, D)).astype(np.float32)
+            replay.start_episode(path[:, 0], path[:, 0], data.uniform(-5, 5, (2, D)))
+            for t in range(T):
+                replay.add_step(data.uniform(-1, 1, (2, D)), path[:, t + 1], path[:, t + 1])
+        return replay
+
+    separate, shared = fill(False), fill(True)
+    a, b = separate.sample(500), shared.sample(500)
+    for field in ("obs", "action", "next_obs", "goal", "reward", "relabelled"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    saved = separate.achieved.nbytes
+    assert shared.nbytes == separate.nbytes - saved
+    assert "achieved" not in shared.state_dict()
