@@ -194,3 +194,63 @@ def test_new_method_column_reaches_tables_stats_and_figure(tmp_path):
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert "SmallDDPG+HER" in legend and "DDPG+HER" in legend
     shutil.rmtree(results / "runs")
+
+
+def test_killed_workflow_resumes_with_rerun_incomplete(tmp_path):
+    """SIGKILL the whole Snakemake process group mid-training, unlock, re-run with
+    --rerun-incomplete: the job resumes from its checkpoint and writes what an
+    uninterrupted run writes."""
+    import json
+    import signal
+    import time
+
+    config = {
+        "results": "results", "seeds_per_job": 2, "checkpoint_every": 50,
+        "theory": {"enabled": False},
+        "experiments": {"tiny": {
+            "env": "ContinuousSeek", "dims": [2], "steps": 800, "seeds": 2,
+            "learning_starts": 100, "eval_every": 100, "eval_episodes": 5,
+            "batch_sizes": [32], "lrs": [0.001],
+            "methods": [{"name": "reengage_her", "c": [0.2]}], "baseline": "reengage_her",
+        }},
+    }
+    cell = "results/runs/tiny/ContinuousSeek-d2/reengage_her_c0.2/b32_lr0.001"
+    targets = [f"{cell}/seed{s}/progress.csv" for s in (0, 1)]
+    runs = {}
+    for name in ("reference", "killed"):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "config.yaml").write_text(yaml.safe_dump(config))
+        runs[name] = directory
+    args = ["--cores", "1", "--configfile", "config.yaml"]
+    # Targets go first: --configfile takes every following word as another file.
+    result = _snakemake(*targets, *args, cwd=runs["reference"])
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    killed = runs["killed"]
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), *targets, *args],
+        cwd=killed, env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoints = killed / cell / ".checkpoints"
+    try:
+        deadline = time.time() + 240
+        while not any(checkpoints.glob("*.pt")) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any(checkpoints.glob("*.pt")), "no checkpoint was written"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (killed / targets[0]).exists()
+    assert _snakemake("--unlock", *args, cwd=killed).returncode == 0
+    result = _snakemake(*targets, "--rerun-incomplete", *args, cwd=killed)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for target in targets:
+        a = pd.read_csv(runs["reference"] / target).drop(columns=["wall_time_s",
+                                                                  "updates_per_s"])
+        b = pd.read_csv(killed / target).drop(columns=["wall_time_s", "updates_per_s"])
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    record = json.loads((killed / cell / "seed0" / "run.json").read_text())
+    assert record["resume_count"] == 1
+    assert not checkpoints.exists()
