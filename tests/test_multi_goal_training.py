@@ -40,7 +40,7 @@ def test_vector_env_state_round_trip(env_id):
 def _config(method, seeds, **changes):
     base = dict(env="DriveSeek", dim=40, method=method, seeds=seeds, steps=200,
                 learning_starts=80, batch_size=16, eval_every=80, eval_episodes=4,
-                action_noise=0.05, threads=1, checkpoint_every=0, extra=SMALL)
+                action_noise=0.05, threads=1, checkpoint_every=0, extra=SMALL, device="cpu")
     return TrainConfig(**{**base, **changes})
 
 
