@@ -13,7 +13,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from .vector import CoreVectorEnv
+from .vector import BatchedCore, CoreVectorEnv
 
 BOUND = 5.0
 SUCCESS_RADIUS = 0.1
@@ -31,24 +31,16 @@ def goal_space(dim: int) -> spaces.Dict:
     return spaces.Dict({"observation": box, "achieved_goal": box, "desired_goal": box})
 
 
-class ContinuousSeekCore:
-    """State of n copies: positions, goals, step counters, success flags, one RNG each."""
+class ContinuousSeekCore(BatchedCore):
+    """State of n copies: positions and goals (besides the shared counters and streams)."""
 
     def __init__(self, dim: int, num_copies: int):
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
+        super().__init__(num_copies)
         self.dim = dim
-        self.num_copies = num_copies
         self.position = np.zeros((num_copies, dim), dtype=np.float32)
         self.goal = np.zeros((num_copies, dim), dtype=np.float32)
-        self.elapsed = np.zeros(num_copies, dtype=np.int64)
-        self.reached = np.zeros(num_copies, dtype=bool)
-        self.rngs = [np.random.default_rng() for _ in range(num_copies)]
-
-    def seed(self, seeds: list[int | None]) -> None:
-        for i, seed in enumerate(seeds):
-            if seed is not None:
-                self.rngs[i] = np.random.default_rng(seed)
 
     def reset_copies(self, mask: np.ndarray) -> None:
         # Goals are drawn copy by copy so that each copy's stream depends on its seed alone.
@@ -66,20 +58,6 @@ class ContinuousSeekCore:
         self.reached |= reward == 0.0
         truncated = self.elapsed >= EPISODE_STEPS
         return reward, truncated
-
-    def get_state(self) -> dict[str, Any]:
-        """Everything that determines the future of the copies, for checkpoints."""
-        return {
-            "position": self.position.copy(), "goal": self.goal.copy(),
-            "elapsed": self.elapsed.copy(), "reached": self.reached.copy(),
-            "rngs": [rng.bit_generator.state for rng in self.rngs],
-        }
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.position, self.goal = state["position"].copy(), state["goal"].copy()
-        self.elapsed, self.reached = state["elapsed"].copy(), state["reached"].copy()
-        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
-            rng.bit_generator.state = rng_state
 
     def observation(self) -> dict[str, np.ndarray]:
         return {

@@ -28,7 +28,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
-from .vector import CoreVectorEnv
+from .vector import BatchedCore, CoreVectorEnv
 
 EPISODE_STEPS = 40
 MAX_GOALS = 200
@@ -121,7 +121,7 @@ def sample_noisy_seek_goals(rng: np.random.Generator, n_max: int = MAX_GOALS) ->
     return pack_goal_set(unique, n_max)
 
 
-class MultiGoalCore:
+class MultiGoalCore(BatchedCore):
     """State of n copies: positions, goal sets, step counters, success flags, one RNG each.
 
     Subclasses define the motion (`_move`), the goal sampler and the observation vector.
@@ -130,17 +130,10 @@ class MultiGoalCore:
     obs_dim: int
 
     def __init__(self, num_copies: int, n_max: int):
-        self.num_copies, self.n_max = num_copies, n_max
+        super().__init__(num_copies)
+        self.n_max = n_max
         self.position = np.zeros((num_copies, 2), dtype=np.float32)
         self.goal_set = np.zeros((num_copies, n_max, 3), dtype=np.float32)
-        self.elapsed = np.zeros(num_copies, dtype=np.int64)
-        self.reached = np.zeros(num_copies, dtype=bool)
-        self.rngs = [np.random.default_rng() for _ in range(num_copies)]
-
-    def seed(self, seeds: list[int | None]) -> None:
-        for i, seed in enumerate(seeds):
-            if seed is not None:
-                self.rngs[i] = np.random.default_rng(seed)
 
     def sample_goal_set(self, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -168,19 +161,6 @@ class MultiGoalCore:
 
     def achieved_goal(self) -> np.ndarray:
         return np.rint(self.position)
-
-    def get_state(self) -> dict[str, Any]:
-        """Every array of the copies (positions, goal sets, headings, ...) and RNG states,
-        for checkpoints."""
-        arrays = {k: v.copy() for k, v in vars(self).items() if isinstance(v, np.ndarray)}
-        return {**arrays, "rngs": [rng.bit_generator.state for rng in self.rngs]}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            if key != "rngs":
-                setattr(self, key, np.array(value, copy=True))
-        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
-            rng.bit_generator.state = rng_state
 
     def observation_vector(self) -> np.ndarray:
         raise NotImplementedError

@@ -10,6 +10,34 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 
+class BatchedCore:
+    """The state every task's core keeps per copy: step counters, success flags and one
+    random stream each (so a copy's episodes depend on its own seed alone). Subclasses add
+    their arrays; every numpy array attribute is part of the checkpointed state."""
+
+    def __init__(self, num_copies: int):
+        self.num_copies = num_copies
+        self.elapsed = np.zeros(num_copies, dtype=np.int64)
+        self.reached = np.zeros(num_copies, dtype=bool)
+        self.rngs = [np.random.default_rng() for _ in range(num_copies)]
+
+    def seed(self, seeds: list[int | None]) -> None:
+        for i, seed in enumerate(seeds):
+            if seed is not None:
+                self.rngs[i] = np.random.default_rng(seed)
+
+    def get_state(self) -> dict[str, Any]:
+        arrays = {k: v.copy() for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        return {**arrays, "rngs": [rng.bit_generator.state for rng in self.rngs]}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key != "rngs":
+                setattr(self, key, np.array(value, copy=True))
+        for rng, rng_state in zip(self.rngs, state["rngs"], strict=True):
+            rng.bit_generator.state = rng_state
+
+
 class CoreVectorEnv(VectorEnv):
     """Base of the native vector faces. The core provides `seed(list)`, `reset_copies(mask)`,
     `observation()`, `reached`, `get_state()` and `set_state(state)`."""
