@@ -178,6 +178,14 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_theory(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "theory", add_help=False,
+        help="O(d^2) vs O(d) transitions on the Proposition 1 and 2 environments "
+        "(python -m reengage.theory; `reengage theory --help` for its options)",
+    )
+
+
 def _bench(argv: list[str]) -> int:
     import runpy
 
@@ -199,13 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_check_config(sub)
     _add_bench(sub)
+    _add_theory(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # the benchmark parses its own options
+    if argv[:1] == ["bench"]:  # these two parse their own options
         return _bench(argv[1:])
+    if argv[:1] == ["theory"]:
+        from .theory import main as theory_main
+
+        return theory_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
