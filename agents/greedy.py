@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 
 def greedy_action(position: np.ndarray, goal_set: np.ndarray) -> np.ndarray:
@@ -83,3 +84,19 @@ def greedy_mean_return(
         resetting = done if next_step else resetting
     values = np.asarray(returns)
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+class GreedyLearner:
+    """The greedy agent behind the harness's learner interface: it acts on flattened goal
+    sets `[M, n, n_max * 3]` and never trains (its method is registered with trains=False)."""
+
+    def __init__(self, n_max: int):
+        self.n_max = n_max
+
+    def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        goal_set = goal.reshape(*goal.shape[:-1], self.n_max, 3)
+        action = greedy_action(obs[..., :2].cpu().numpy(), goal_set.cpu().numpy())
+        return torch.as_tensor(action, device=obs.device)
+
+    def update(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise RuntimeError("the greedy agent does not train")

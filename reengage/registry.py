@@ -121,21 +121,10 @@ def build_multi_goal(spec: LearnerSpec) -> Learner:
                          spec.generators)
 
 
-class GreedyAgent:
-    """The Perfect Greedy Agent of NoisySeek (PAPER.md §2) as a learner that never learns."""
+def build_greedy(spec: LearnerSpec) -> Learner:
+    from reengage.agents.greedy import GreedyLearner
 
-    def __init__(self, spec: LearnerSpec):
-        self.n_max = spec.goal_dim // 3
-
-    def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        from reengage.agents.greedy import greedy_action
-
-        goal_set = goal.reshape(*goal.shape[:-1], self.n_max, 3)
-        action = greedy_action(obs[..., :2].cpu().numpy(), goal_set.cpu().numpy())
-        return torch.as_tensor(action, device=obs.device)
-
-    def update(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise RuntimeError("the greedy agent does not train")
+    return GreedyLearner(n_max=spec.goal_dim // 3)
 
 
 def _format_c(c: float | None) -> str:
@@ -161,7 +150,7 @@ register_method(Method(
     description="DDPG plus the gate-gradient term with α = c/n_max (goal sets)",
 ))
 register_method(Method(
-    name="greedy", build=GreedyAgent, takes_c=False, her=False, trains=False,
+    name="greedy", build=build_greedy, takes_c=False, her=False, trains=False,
     label=lambda c: "Perfect greedy agent",
     description="steps toward the nearest present goal (NoisySeek); no training",
 ))
