@@ -29,8 +29,6 @@ class DDPGConfig:
     """Adam learning rate of actor and critic."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of actor and critic MLPs (ReLU)."""
-    action_noise: float = 0.03
-    """Standard deviation of the Gaussian exploration noise added to the actor's action."""
     goal_gradient_coef: float = 0.0
     """ReenGAGE's c (α = c/d); 0 is plain DDPG and skips the double backward entirely."""
     action_l2: float = 0.0

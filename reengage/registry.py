@@ -47,7 +47,6 @@ class LearnerSpec:
     lr: float
     gamma: float
     tau: float
-    action_noise: float
     c: float | None
     generators: list[torch.Generator]
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +98,7 @@ def build_ddpg(spec: LearnerSpec) -> Learner:
     from reengage.agents.ddpg import DDPG, DDPGConfig
 
     config = DDPGConfig(
-        gamma=spec.gamma, tau=spec.tau, lr=spec.lr, action_noise=spec.action_noise,
+        gamma=spec.gamma, tau=spec.tau, lr=spec.lr,
         goal_gradient_coef=spec.c or 0.0, **spec.extra,
     )
     return DDPG(spec.members, spec.obs_dim, spec.goal_dim, spec.action_dim, config,

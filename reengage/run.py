@@ -202,8 +202,7 @@ class PopulationRun:
         try:
             self.learner = self.method.build(LearnerSpec(
                 members=self.members, obs_dim=obs_dim, goal_dim=goal_dim,
-                action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau,
-                action_noise=cfg.action_noise, c=cfg.c,
+                action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
                 generators=[s.init for s in self.streams], extra=dict(cfg.extra),
             ))
         except TypeError as error:  # a --set key the method's configuration does not have
@@ -284,6 +283,8 @@ class PopulationRun:
                                   _flat(obs["desired_goal"]))
         for _ in range(self.T):
             self.step += 1
+            # Random draws go member by member: each member's stream must not depend on
+            # how many others share the population.
             if self.step <= cfg.learning_starts and self.method.trains:
                 action = np.stack([s.exploration.uniform(-1.0, 1.0, self.action_dim)
                                    for s in streams])
