@@ -15,6 +15,7 @@ from torch import nn
 
 from .ensemble import EnsembleMLP
 from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
+from .optim import PopulationAdam
 
 
 @dataclass
@@ -35,6 +36,8 @@ class DDPGConfig:
     """Penalty on the squared pre-noise action in the actor loss (robotics setting)."""
     target_clip: tuple[float, float] | None = None
     """Clip the TD target to this range (robotics: [−1/(1−γ), 0])."""
+    fused_adam: bool = True
+    """Use PyTorch's fused Adam where it is exact per member (agents/optim.py)."""
 
 
 class _GoalConditioned(nn.Module):
@@ -73,8 +76,9 @@ class DDPG(nn.Module):
         self.actor, self.critic = _GoalConditioned(actor), _GoalConditioned(critic)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.lr)
+        fused = config.fused_adam
+        self.actor_optimizer = PopulationAdam(self.actor.parameters(), config.lr, fused)
+        self.critic_optimizer = PopulationAdam(self.critic.parameters(), config.lr, fused)
         self._online = list(self.actor.parameters()) + list(self.critic.parameters())
         self._target = list(self.actor_target.parameters()) + list(
             self.critic_target.parameters()

@@ -14,6 +14,7 @@ from torch import nn
 
 from .deepsets import DeepSetsActorCritic, DeepSetsConfig
 from .multi_goal_loss import multi_goal_actor_loss, multi_goal_critic_loss
+from .optim import PopulationAdam
 
 
 @dataclass
@@ -28,6 +29,8 @@ class MultiGoalConfig:
     through_target_actor: bool = True
     """Differentiate the target through π' (the paper); False blocks it (the release)."""
     networks: DeepSetsConfig = field(default_factory=DeepSetsConfig)
+    fused_adam: bool = True
+    """Use PyTorch's fused Adam where it is exact per member (agents/optim.py)."""
 
 
 class MultiGoalDDPG(nn.Module):
@@ -40,8 +43,10 @@ class MultiGoalDDPG(nn.Module):
         self.model = DeepSetsActorCritic(members, obs_dim, action_dim, n_max, generators,
                                          config.networks)
         self.target = self.model.make_target()
-        self.critic_optimizer = torch.optim.Adam(self.model.critic_parameters(), lr=config.lr)
-        self.actor_optimizer = torch.optim.Adam(self.model.actor_parameters(), lr=config.lr)
+        self.critic_optimizer = PopulationAdam(self.model.critic_parameters(), config.lr,
+                                               config.fused_adam)
+        self.actor_optimizer = PopulationAdam(self.model.actor_parameters(), config.lr,
+                                              config.fused_adam)
         self._online = list(self.model.parameters())
         self._target = list(self.target.parameters())
 

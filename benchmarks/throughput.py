@@ -26,9 +26,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from reengage.config import ConfigError, parse_settings
 
 CONTENDERS = ("gemm_ceiling", "sb3_ddpg_her", "ddpg_her", "reengage_her")
 OURS = ("ddpg_her", "reengage_her")
@@ -57,6 +59,8 @@ class Setting:
     warmup: int = 1000
     buffer_size: int = 1_000_000
     threads: int = 2
+    learner_settings: dict[str, Any] = field(default_factory=dict)
+    """Extra settings of our learners (`--set`), e.g. {"fused_adam": False}; SB3 ignores them."""
 
 
 # --------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def _measure_ours(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         lr=s.lr, eval_every=eval_every, eval_episodes=1, learning_starts=s.warmup,
         buffer_size=s.buffer_size, her_k=s.her_k, gamma=s.gamma, tau=s.tau,
         action_noise=s.action_noise, threads=s.threads, device="cpu",
-        extra={"hidden": tuple(s.hidden)},
+        extra={"hidden": tuple(s.hidden), **s.learner_settings},
     )
     validate(cfg)
     with tempfile.TemporaryDirectory() as out:
@@ -539,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default="inherit",
                    help="OMP_WAIT_POLICY of every measurement (default: inherit this "
                    "environment's); passive avoids spinning threads on a busy machine")
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of our learners for an A/B run, e.g. fused_adam=false "
+                        "(repeatable; Stable-Baselines3 is unaffected)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -562,8 +569,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"throughput: --warmup must cover one 10-step episode (got {args.warmup})",
               file=sys.stderr)
         return 2
+    try:
+        learner_settings = parse_settings(args.settings)
+    except ConfigError as error:
+        print(f"throughput: {error}", file=sys.stderr)
+        return 2
     setting = Setting(dim=args.dim, batch_size=args.batch_size, hidden=tuple(args.hidden),
-                      c=args.c, warmup=args.warmup, threads=args.threads)
+                      c=args.c, warmup=args.warmup, threads=args.threads,
+                      learner_settings=learner_settings)
     rounds = plan(args.contenders, populations, steps, repeats, setting, args.gemm_size,
                   gemm_reps=3 if args.quick else 5)
     load_before = os.getloadavg()
@@ -599,6 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_steps_per_s_median": None, "seed_steps_per_s_min": None,
         "seed_steps_per_s_max": None, "gflops_median": None, "peak_rss_mb": None,
         "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
+        "learner_settings": learner_settings,
         "load_avg_before": list(load_before),
         "load_avg_after": list(load_after), "wall_time_s": time.time() - started,
         "cpu_count": os.cpu_count(), "machine": platform.machine(),

@@ -95,9 +95,11 @@ def test_json_records_have_the_required_keys(tmp_path, capsys):
         "--dim", "2", "--hidden", "8,8", "--batch-size", "16", "--steps", "20",
         "--warmup", "30", "--populations", "2", "--repeats", "1", "--threads", "1",
         "--gemm-size", "64", "--replay-steps", "1000", "--json", str(out),
+        "--set", "fused_adam=false",
     ])
     assert status == 0
     records = json.loads(out.read_text())
+    assert records[-1]["learner_settings"] == {"fused_adam": False}
     for record in records:
         assert REQUIRED <= record.keys()
     by_name = {(r["contender"], r["population"]): r for r in records}
@@ -115,6 +117,11 @@ def test_json_records_have_the_required_keys(tmp_path, capsys):
     assert memory["replay_bytes"] == 4 * 100 * (11 * 2 + 10 * 2 + 2)
     assert memory["replay_target_bytes"] == 4 * (1000 * 6 + 100 * 2)
     assert "seed-steps/s" in capsys.readouterr().out
+
+
+def test_bad_learner_setting_is_refused(capsys):
+    assert BENCH["main"](["--set", "fused_adam"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
 
 
 def test_ratios_to_sb3_are_taken_repeat_by_repeat():
