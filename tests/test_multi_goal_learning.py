@@ -1,8 +1,7 @@
 """The goal-set learner learns: a one-step bandit where the reward is 1 when the rounded
 action lands on the one present goal among the four unit neighbours of the origin. A
 random action succeeds a quarter of the time or less; both DDPG and Multi-ReenGAGE must
-reach 90 %. (A DriveSeek learning check within a test's budget is still open: the paper
-trains 160k steps.)"""
+reach 90 %. Learning on DriveSeek itself is tests/test_drive_seek_learning.py."""
 
 import numpy as np
 import pytest

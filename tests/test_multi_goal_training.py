@@ -1,5 +1,5 @@
 """Goal-set tasks inside the harness: checkpointable env state, the greedy method, member
-equivalence and a learning check for DDPG and Multi-ReenGAGE on DriveSeek."""
+equivalence. The DriveSeek learning check is tests/test_drive_seek_learning.py."""
 
 import gymnasium as gym
 import numpy as np
