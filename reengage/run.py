@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import reengage.envs  # noqa: F401  (registers the environment ids)
 from reengage import __version__
+from reengage.agents.optim import PopulationAdam
 from reengage.agents.replay import EpisodeReplay
 
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
@@ -440,10 +441,11 @@ class PopulationRun:
         self.started = self.last_log_time = time.time()
 
 
-def _optimizers(learner: Learner) -> list[tuple[str, torch.optim.Optimizer]]:
+def _optimizers(learner: Learner) -> list[tuple[str, torch.optim.Optimizer | PopulationAdam]]:
     """The optimisers a learner owns, found by attribute so methods need no extra API."""
-    return sorted((name, value) for name, value in vars(learner).items()
-                  if isinstance(value, torch.optim.Optimizer))
+    return sorted(((name, value) for name, value in vars(learner).items()
+                   if isinstance(value, torch.optim.Optimizer | PopulationAdam)),
+                  key=lambda item: item[0])
 
 
 def train(cfg: TrainConfig, out: Path, progress: bool = True,
