@@ -97,6 +97,15 @@ class PopulationAdam:
                            beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
                            amsgrad=False, maximize=False)
 
+    @property
+    def state(self) -> dict[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-parameter state as `torch.optim.Optimizer.state` shows it (`step`, `exp_avg`,
+        `exp_avg_sq`); empty before the first step."""
+        if self._unfused is not None:
+            return dict(self._unfused.state)
+        return {p: {"step": step, "exp_avg": m, "exp_avg_sq": v} for p, step, m, v in
+                zip(self.params, self._steps, self._exp_avg, self._exp_avg_sq, strict=False)}
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             if set_to_none:

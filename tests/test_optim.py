@@ -103,5 +103,7 @@ def test_parameters_without_gradient_are_left_alone():
     optimizer.step()
     assert torch.equal(unused, torch.ones(2, 3))
     torch.testing.assert_close(used, torch.full((2, 16), 0.9))  # Adam's first step is lr
+    assert optimizer.state[used]["step"] == 1 and optimizer.state[unused]["step"] == 0
+    torch.testing.assert_close(optimizer.state[used]["exp_avg"], torch.full((2, 16), 0.1))
     optimizer.zero_grad()
     assert used.grad is None
