@@ -196,7 +196,8 @@ def _measure_sb3(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         action_noise=NormalActionNoise(np.zeros(s.dim), s.action_noise * np.ones(s.dim)),
         learning_rate=s.lr, buffer_size=s.buffer_size, learning_starts=s.warmup,
         batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, train_freq=1, gradient_steps=1,
-        policy_kwargs={"net_arch": list(s.hidden)}, device="cpu", seed=task["repeat"],
+        policy_kwargs={"net_arch": list(s.hidden)}, device="cpu",
+        seed=1000 * task["repeat"] + task.get("process", 0),
         verbose=0,
     )
     clock = StartClock()
@@ -217,7 +218,8 @@ def _measure_ours(task: dict[str, Any], s: Setting) -> dict[str, Any]:
     eval_every = math.gcd(s.warmup, steps)
     cfg = TrainConfig(
         env="ContinuousSeek", dim=s.dim, method=task["contender"],
-        seeds=[1000 * task["repeat"] + m for m in range(population)], steps=s.warmup + steps,
+        seeds=[1000 * task["repeat"] + 100 * task.get("process", 0) + m
+               for m in range(population)], steps=s.warmup + steps,
         c=s.c if task["contender"] == "reengage_her" else None, batch_size=s.batch_size,
         lr=s.lr, eval_every=eval_every, eval_episodes=1, learning_starts=s.warmup,
         buffer_size=s.buffer_size, her_k=s.her_k, gamma=s.gamma, tau=s.tau,
@@ -291,8 +293,10 @@ def run_child(task: dict[str, Any]) -> dict[str, Any]:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}
 
 
-def _spawn(task: dict[str, Any], omp_wait_policy: str = "inherit") -> dict[str, Any]:
-    """Run `task` in a fresh interpreter; its last stdout line is the JSON result.
+def _spawn(task: dict[str, Any], omp_wait_policy: str = "inherit",
+           processes: int = 1) -> dict[str, Any]:
+    """Run `task` in `processes` fresh interpreters at once (each its own seeds); each one's
+    last stdout line is its JSON result, and `merge_processes` combines them.
 
     OpenMP reads OMP_WAIT_POLICY when torch loads it, so it is set in the child's
     environment: `passive` stops idle threads from spinning, which matters when the
@@ -302,14 +306,45 @@ def _spawn(task: dict[str, Any], omp_wait_policy: str = "inherit") -> dict[str, 
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if omp_wait_policy != "inherit":
         env["OMP_WAIT_POLICY"] = omp_wait_policy.upper()
-    proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(task)],
-        capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S, check=False,
-    )
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise RuntimeError(f"measurement {task['contender']} failed:\n{tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--child",
+             json.dumps({**task, "process": k})],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for k in range(processes)
+    ]
+    results = []
+    try:
+        for child in children:
+            stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_S)
+            if child.returncode != 0:
+                tail = "\n".join(stderr.strip().splitlines()[-15:])
+                raise RuntimeError(f"measurement {task['contender']} failed:\n{tail}")
+            results.append(json.loads(stdout.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    return merge_processes(results)
+
+
+def merge_processes(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from concurrent processes running the same measurement: GEMM rates add
+    up; a training measurement keeps the per-process mean rate as `seconds` (so
+    `steps / seconds` is the mean process's steps/s) and `processes` scales it to the
+    machine's total."""
+    if len(results) == 1:
+        return {**results[0], "processes": 1}
+    merged = {**results[0], "processes": len(results),
+              "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+              "load_avg_1m": max(r["load_avg_1m"] for r in results)}
+    if "gflops" in results[0]:
+        merged["gflops"] = sum(r["gflops"] for r in results)
+        merged["seconds"] = max(r["seconds"] for r in results)
+    else:
+        merged["seconds"] = len(results) / sum(1 / r["seconds"] for r in results)
+    return merged
 
 
 # --------------------------------------------------------------------------------------
@@ -372,7 +407,7 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
             "repeats": len(repeats), "threads": setting.threads, "dim": d,
             "batch_size": setting.batch_size, "hidden": list(setting.hidden),
             "warmup_steps": setting.warmup, "peak_rss_mb": rss, "load_avg_1m_median": load,
-            "omp_wait_policy": policy,
+            "omp_wait_policy": policy, "processes": runs[repeats[0]][1].get("processes", 1),
         }
         if contender == "gemm_ceiling":
             gflops = [runs[r][1]["gflops"] for r in repeats]
@@ -385,8 +420,9 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
             records.append(record)
             continue
         steps = runs[repeats[0]][0]["steps"]
+        processes = runs[repeats[0]][1].get("processes", 1)
         per_seed = [steps / runs[r][1]["seconds"] for r in repeats]
-        seed_steps = [population * v for v in per_seed]
+        seed_steps = [processes * population * v for v in per_seed]
         flops = update_flops(contender, d, d, d, setting.hidden, setting.batch_size)
         gflops = [v * flops / 1e9 for v in seed_steps]
         record.update({
@@ -438,7 +474,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
             continue
         is_ceiling = r["contender"] == "gemm_ceiling"
         rows.append((
-            r["label"], "-" if r["population"] is None else str(r["population"]),
+            r["label"], "-" if r["population"] is None else (
+                f"{r['processes']}x{r['population']}" if r.get("processes", 1) > 1
+                else str(r["population"])),
             "-" if is_ceiling else _fmt_range(r, "steps_per_s_per_seed"),
             "-" if is_ceiling else _fmt_range(r, "seed_steps_per_s"),
             _fmt_range(r, "gflops") if is_ceiling else _fmt(r["gflops_median"]),
@@ -473,8 +511,9 @@ def _describe(task: dict[str, Any], result: dict[str, Any]) -> str:
     else:
         pop = task["population"]
         rate = task["steps"] / result["seconds"]
-        what = f"{rate:.2f} steps/s per seed, {pop * rate:.1f} seed-steps/s"
-        name += f" x{pop}"
+        processes = result.get("processes", 1)
+        what = f"{rate:.2f} steps/s per seed, {processes * pop * rate:.1f} seed-steps/s"
+        name += f" x{pop}" + (f" in each of {processes} processes" if processes > 1 else "")
     return (f"[repeat {task['repeat'] + 1}] {name}: {what}, peak RSS "
             f"{result['peak_rss_mb']:.0f} MB, load {result['load_avg_1m']:.2f}")
 
@@ -543,6 +582,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default="inherit",
                    help="OMP_WAIT_POLICY of every measurement (default: inherit this "
                    "environment's); passive avoids spinning threads on a busy machine")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run every measurement as this many concurrent processes (each "
+                        "with --threads threads and its own seeds) and report their total: "
+                        "the whole machine's throughput, as the workflow's parallel jobs "
+                        "use it (default 1)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of our learners for an A/B run, e.g. fused_adam=false "
                         "(repeatable; Stable-Baselines3 is unaffected)")
@@ -560,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats if args.repeats is not None else 3
     for option, value in (("--steps", steps), ("--repeats", repeats),
                           ("--threads", args.threads), ("--dim", args.dim),
-                          ("--batch-size", args.batch_size), ("--gemm-size", args.gemm_size)):
+                          ("--batch-size", args.batch_size), ("--gemm-size", args.gemm_size),
+                          ("--processes", args.processes)):
         if value < 1:
             print(f"throughput: {option} must be >= 1 (got {value})", file=sys.stderr)
             return 2
@@ -581,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                   gemm_reps=3 if args.quick else 5)
     load_before = os.getloadavg()
     started = time.time()
-    print(f"throughput: {sum(map(len, rounds))} measurements, {args.threads} torch threads "
+    print(f"throughput: {sum(map(len, rounds))} measurements, {args.processes} process(es) "
+          f"at once with {args.threads} torch threads each "
           f"(OMP_WAIT_POLICY {args.omp_wait_policy}), "
           f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
           file=sys.stderr)
@@ -589,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for tasks in rounds:
             for task in tasks:
-                result = _spawn(task, args.omp_wait_policy)
+                result = _spawn(task, args.omp_wait_policy, args.processes)
                 results.append((task, result))
                 print(_describe(task, result), file=sys.stderr)
         memory = None
@@ -612,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_steps_per_s_median": None, "seed_steps_per_s_min": None,
         "seed_steps_per_s_max": None, "gflops_median": None, "peak_rss_mb": None,
         "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
-        "learner_settings": learner_settings,
+        "learner_settings": learner_settings, "processes": args.processes,
         "load_avg_before": list(load_before),
         "load_avg_after": list(load_after), "wall_time_s": time.time() - started,
         "cpu_count": os.cpu_count(), "machine": platform.machine(),

@@ -119,6 +119,23 @@ def test_json_records_have_the_required_keys(tmp_path, capsys):
     assert "seed-steps/s" in capsys.readouterr().out
 
 
+def test_concurrent_processes_add_up():
+    merge = BENCH["merge_processes"]
+    gemm = merge([{"gflops": 100.0, "seconds": 1.0, "peak_rss_mb": 5, "load_avg_1m": 1.0},
+                  {"gflops": 80.0, "seconds": 1.2, "peak_rss_mb": 7, "load_avg_1m": 2.0}])
+    assert gemm["gflops"] == 180.0 and gemm["processes"] == 2 and gemm["peak_rss_mb"] == 7
+    # 100 steps in 1 s and in 0.5 s: mean rate 150 steps/s per process
+    run = merge([{"seconds": 1.0, "peak_rss_mb": 1, "load_avg_1m": 0.0},
+                 {"seconds": 0.5, "peak_rss_mb": 1, "load_avg_1m": 0.0}])
+    assert 100 / run["seconds"] == pytest.approx(150.0)
+    task = {"contender": "ddpg_her", "population": 3, "steps": 100, "repeat": 0}
+    setting = BENCH["Setting"](dim=2, hidden=(8, 8), batch_size=16)
+    (record,) = BENCH["aggregate"]([(task, {**run, "processes": 2})], setting)
+    assert record["seed_steps_per_s_median"] == pytest.approx(2 * 3 * 150.0)
+    assert record["processes"] == 2
+    assert "2x3" in BENCH["format_table"]([record])
+
+
 def test_bad_learner_setting_is_refused(capsys):
     assert BENCH["main"](["--set", "fused_adam"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
