@@ -67,3 +67,24 @@ def test_population_member_equals_the_seed_alone(tmp_path, method, c):
     assert together["critic_loss"].notna().sum() >= 1
     pd.testing.assert_frame_equal(together.drop(columns=WALL_CLOCK),
                                   alone.drop(columns=WALL_CLOCK), rtol=1e-5, atol=1e-5)
+
+
+def test_paper_scale_drive_seek_replay_fits_in_two_gib():
+    """160k steps x 10 seeds at n_max 200 (PAPER.md §4): the goal set (200 x 3 floats) is
+    stored once per 40-step episode, observations T + 1 times per episode."""
+    from reengage.agents.replay import EpisodeReplay
+    from reengage.envs.multi_goal import item_reward
+
+    env = gym.make("reengage/DriveSeek-v0", n_max=200)
+    space = env.observation_space
+    members, steps, episode = 10, 160_000, 40
+    replay = EpisodeReplay(
+        members, steps, episode, space["observation"].shape[-1],
+        int(np.prod(space["desired_goal"].shape)), env.action_space.shape[-1],
+        reward_fn=item_reward, rngs=[np.random.default_rng(m) for m in range(members)],
+        her_k=0, achieved_dim=space["achieved_goal"].shape[-1],
+    )
+    episodes = members * steps // episode
+    expected = 4 * episodes * ((episode + 1) * (4 + 2) + episode * 1 + 200 * 3)
+    assert replay.nbytes == expected
+    assert replay.nbytes < 2 * 2**30
