@@ -10,12 +10,14 @@ update loop of a 10-member DDPG+HER population at d = 20, batch 256, two threads
 made it twice as slow, so both are set together or neither. Peak memory is unchanged;
 memory freed at the end of a run is returned when the process exits.
 
-Elsewhere (macOS, musl) this does nothing.
+Elsewhere (macOS, musl) this does nothing, and `REENGAGE_MALLOC_TUNING=off` in the
+environment turns it off (for A/B measurements, or to keep glibc's defaults).
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 
 M_TRIM_THRESHOLD = -1
@@ -27,6 +29,8 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 
 def retain_freed_memory() -> bool:
     """Tune glibc malloc for this process as above; True when the settings took effect."""
+    if os.environ.get("REENGAGE_MALLOC_TUNING", "on").lower() == "off":
+        return False
     if not sys.platform.startswith("linux"):
         return False
     try:
