@@ -4,11 +4,12 @@ An update allocates and frees many activation-sized buffers (a population of 10 
 256 and width 256: 2.6 MB each). glibc serves blocks that large with fresh `mmap`s and,
 once freed, hands the memory back to the kernel, so every update pays page faults on
 memory it used a moment before. Raising the mmap threshold to its maximum (32 MiB) and the
-trim threshold to 1 GiB keeps those blocks on the heap for reuse. Measured with the pure
-update loop of a 10-member DDPG+HER population at d = 20, batch 256, two threads: 26.9 ms
--> 24.7 ms per update (ReenGAGE+HER: 41.9 -> 39.4 ms); setting only the trim threshold
-made it twice as slow, so both are set together or neither. Peak memory is unchanged;
-memory freed at the end of a run is returned when the process exits.
+trim threshold to 1 GiB keeps those blocks on the heap for reuse. An alternated A/B of the
+throughput benchmark (README, Performance) gave +2 to +7 % seed-steps/s (DDPG+HER
+population 10: 344 -> 363).
+Setting only the trim threshold made updates twice as slow in a quick test, so both are
+set together or neither. Peak memory is unchanged; memory freed at the end of a run is
+returned when the process exits.
 
 Elsewhere (macOS, musl) this does nothing, and `REENGAGE_MALLOC_TUNING=off` in the
 environment turns it off (for A/B measurements, or to keep glibc's defaults).

@@ -454,7 +454,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
     """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv` and
     `run.json`. Returns the per-member records (the contents of run.json).
 
-    Tunes the process's malloc to keep freed memory (reengage/allocator.py): about 8 % faster
-    updates on CPU, at no cost in peak memory."""
+    Tunes the process's malloc to keep freed memory (reengage/allocator.py): 2-7 % faster on
+    CPU, at no cost in peak memory; `REENGAGE_MALLOC_TUNING=off` keeps glibc's defaults."""
     retain_freed_memory()
     return PopulationRun(cfg, out, progress, step_hook).run()
