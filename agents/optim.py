@@ -47,17 +47,25 @@ class PopulationAdam:
     methods the harness uses: `step`, `zero_grad`, `state_dict`, `load_state_dict`.
 
     State is created at the first step, on the parameters' device at that time, so the
-    learner may be moved (`.to(device)`) after the optimiser is built, as with torch's Adam.
+    learner may be moved (`.to(device)`) after the optimiser is built but not after its
+    first step, as with torch's Adam.
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, fused: bool = True):
         self.params = list(params)
-        self.lr, self.fused = lr, fused
+        self.lr = lr
         self._whole = [fills_fused_units(p) for p in self.params]
         self._steps: list[torch.Tensor] = []
         self._exp_avg: list[torch.Tensor] = []
         self._exp_avg_sq: list[torch.Tensor] = []
+        # The kernel's tensor lists for (parameter, exp_avg, exp_avg_sq) of each parameter:
+        # the tensor itself, or its per-member views. Built once with the state; only the
+        # gradients are new each step.
+        self._pieces: list[tuple[tuple[torch.Tensor, ...], ...]] = []
         self._unfused = None if fused else torch.optim.Adam(self.params, lr=lr, foreach=False)
+
+    def _split(self, i: int, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (tensor,) if self._whole[i] else tuple(tensor.unbind(0))
 
     def _init_state(self) -> None:
         self._steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
@@ -65,6 +73,8 @@ class PopulationAdam:
                          for p in self.params]
         self._exp_avg_sq = [torch.zeros_like(p, memory_format=torch.contiguous_format)
                             for p in self.params]
+        self._pieces = [tuple(self._split(i, t) for t in tensors) for i, tensors in
+                        enumerate(zip(self.params, self._exp_avg, self._exp_avg_sq, strict=True))]
 
     @torch.no_grad()
     def step(self) -> None:
@@ -74,25 +84,25 @@ class PopulationAdam:
             return
         if not self._steps:
             self._init_state()
-        lists: tuple[list[torch.Tensor], ...] = ([], [], [], [], [])
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        exp_avgs: list[torch.Tensor] = []
+        exp_avg_sqs: list[torch.Tensor] = []
+        steps: list[torch.Tensor] = []
         stepped = []
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
             stepped.append(self._steps[i])
-            tensors = (p, p.grad, self._exp_avg[i], self._exp_avg_sq[i])
-            if self._whole[i]:
-                pieces = [(t,) for t in tensors]
-            else:  # one view per member, so each member starts its own units
-                pieces = [tuple(t.unbind(0)) for t in tensors]
-            for target, piece in zip(lists, pieces, strict=False):
-                target.extend(piece)
-            lists[4].extend([self._steps[i]] * len(pieces[0]))
+            param_pieces, avg_pieces, sq_pieces = self._pieces[i]
+            params.extend(param_pieces)
+            exp_avgs.extend(avg_pieces)
+            exp_avg_sqs.extend(sq_pieces)
+            grads.extend(self._split(i, p.grad.contiguous()))
+            steps.extend([self._steps[i]] * len(param_pieces))
         if not stepped:
             return
         torch._foreach_add_(stepped, 1)
-        params, grads, exp_avgs, exp_avg_sqs, steps = lists
-        grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
         torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=self.lr,
                            beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
                            amsgrad=False, maximize=False)
