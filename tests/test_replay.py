@@ -149,3 +149,39 @@ def test_achieved_goal_stored_once_when_it_is_the_observation():
     saved = separate.achieved.nbytes
     assert shared.nbytes == separate.nbytes - saved
     assert "achieved" not in shared.state_dict()
+
+
+@pytest.mark.parametrize("achieved_in_obs", [False, True])
+def test_sampled_rows_are_the_drawn_transitions_of_each_member(achieved_in_obs):
+    """The flat-row gathers pick, for every member, the (episode, step, future) its own
+    generator drew: checked against indexing the stored arrays by (member, episode, step),
+    on a ring that has wrapped and an observation longer than the achieved goal."""
+    members, obs_dim, capacity = 3, D + 1, 4
+    replay = EpisodeReplay(members, capacity * T, T, obs_dim, D, D, continuous_seek_reward,
+                           [np.random.default_rng(m) for m in range(members)],
+                           achieved_in_obs=achieved_in_obs)
+    data = np.random.default_rng(7)
+    for _ in range(capacity + 2):
+        path = data.normal(size=(members, T + 1, obs_dim)).astype(np.float32)
+        achieved = path[..., :D] if achieved_in_obs else data.normal(size=(members, T + 1, D))
+        replay.start_episode(path[:, 0], achieved[:, 0], data.normal(size=(members, D)))
+        for t in range(T):
+            replay.add_step(data.normal(size=(members, D)), path[:, t + 1], achieved[:, t + 1])
+    assert replay.size == capacity and replay.cursor == 2
+
+    draws = [np.random.default_rng(m) for m in range(members)]
+    batch = replay.sample(300)
+    for m, rng in enumerate(draws):
+        episode, step = rng.integers(0, capacity, 300), rng.integers(0, T, 300)
+        relabel = rng.random(300) < 0.8
+        future = step + 1 + np.floor(rng.random(300) * (T - step)).astype(np.int64)
+        goal = np.where(relabel[:, None], replay.achieved[m, episode, future],
+                        replay.desired[m, episode])
+        np.testing.assert_array_equal(batch.relabelled[m], relabel)
+        np.testing.assert_array_equal(batch.obs[m], replay.obs[m, episode, step])
+        np.testing.assert_array_equal(batch.next_obs[m], replay.obs[m, episode, step + 1])
+        np.testing.assert_array_equal(batch.action[m], replay.actions[m, episode, step])
+        np.testing.assert_array_equal(batch.goal[m], goal)
+        np.testing.assert_array_equal(
+            batch.reward[m],
+            continuous_seek_reward(replay.achieved[m, episode, step + 1], goal))
