@@ -183,3 +183,25 @@ def test_figure_is_a_png(tmp_path):
 
     image = matplotlib.image.imread(out)
     assert image.shape[0] > 300 and image.shape[1] > 300 and np.ptp(image) > 0
+
+
+def test_update_bound_records_every_product_of_an_update(tmp_path):
+    bound = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "update_bound.py"))
+    out = tmp_path / "bound.json"
+    assert bound["main"](["--population", "2", "--dim", "3", "--hidden", "8,8",
+                          "--batch-size", "16", "--threads", "1", "--rounds", "1",
+                          "--calls", "2", "--json", str(out)]) == 0
+    records = {r["contender"]: r for r in json.loads(out.read_text())}
+    for method, last_layer_passes in (("ddpg_her", 6), ("reengage_her", 9)):
+        r = records[method]
+        analytic = update_flops(method, 3, 3, 3, (8, 8), 16, population=2)
+        one_column = 2 * 16 * 8 * 2 * last_layer_passes  # product-and-sum, not a matmul
+        assert round(r["product_gflop"] * 1e9) == analytic - one_column
+        assert r["update_ms_median"] > 0 and r["products_ms_median"] > 0
+        assert r["seed_updates_per_s_bound"] == pytest.approx(2e3 / r["products_ms_median"])
+
+
+def test_update_bound_rejects_an_unknown_contender():
+    bound = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "update_bound.py"))
+    with pytest.raises(SystemExit):
+        bound["main"](["--contenders", "ddpg_her,td3"])
