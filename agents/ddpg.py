@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import goal_gradient
 from .ensemble import EnsembleMLP
 from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
 from .optim import PopulationAdam
@@ -38,6 +39,9 @@ class DDPGConfig:
     """Clip the TD target to this range (robotics: [−1/(1−γ), 0])."""
     fused_adam: bool = True
     """Use PyTorch's fused Adam where it is exact per member (agents/optim.py)."""
+    hand_gradients: bool = True
+    """ReenGAGE's critic step from the closed-form gradients of agents/goal_gradient.py;
+    false differentiates the loss with autograd's double backward (same numbers, slower)."""
 
 
 class _GoalConditioned(nn.Module):
@@ -102,21 +106,33 @@ class DDPG(nn.Module):
         use_goal_gradient = c > 0
 
         # Critic: regress on the teacher's value and, for ReenGAGE, on its goal gradient.
-        target, target_dq_dg = td_target_and_goal_gradient(
-            self.critic_target, self.actor_target, next_obs, goal, reward,
-            self.config.gamma, use_goal_gradient,
-        )
+        by_hand = use_goal_gradient and self.config.hand_gradients and len(self.config.hidden) > 0
+        if by_hand:
+            target, target_dq_dg = goal_gradient.target_and_goal_gradient(
+                self.critic_target.net, self.actor_target.net, next_obs, goal, reward,
+                self.config.gamma,
+            )
+        else:
+            target, target_dq_dg = td_target_and_goal_gradient(
+                self.critic_target, self.actor_target, next_obs, goal, reward,
+                self.config.gamma, use_goal_gradient,
+            )
         if self.config.target_clip is not None:
             target = target.clamp(*self.config.target_clip)
-        if use_goal_gradient:
-            q, dq_dg = q_and_goal_gradient(self.critic, obs, goal, action)
-            gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
-        else:
-            q = self.critic(obs, goal, action)
-            gradient_term = torch.zeros(self.members, device=q.device)
-        value_term = td_loss(q, target)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        (value_term + c * gradient_term).sum().backward()
+        if by_hand:
+            q, value_term, gradient_term = goal_gradient.critic_step_gradients(
+                self.critic.net, obs, goal, action, target, target_dq_dg, reward, c,
+            )
+        else:
+            if use_goal_gradient:
+                q, dq_dg = q_and_goal_gradient(self.critic, obs, goal, action)
+                gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
+            else:
+                q = self.critic(obs, goal, action)
+                gradient_term = torch.zeros(self.members, device=q.device)
+            value_term = td_loss(q, target)
+            (value_term + c * gradient_term).sum().backward()
         self.critic_optimizer.step()
 
         # Actor: ascend Q; only the actor's weights need gradients here.

@@ -1,0 +1,136 @@
+"""The hand-written ReenGAGE critic step (agents/goal_gradient.py) against autograd's double
+backward of the loss as agents/losses.py states it, and against finite differences."""
+
+import copy
+
+import pytest
+import torch
+
+from reengage.agents.ddpg import DDPG, DDPGConfig
+from reengage.agents.goal_gradient import critic_step_gradients, target_and_goal_gradient
+from reengage.agents.losses import (
+    goal_gradient_loss,
+    q_and_goal_gradient,
+    td_loss,
+    td_target_and_goal_gradient,
+)
+
+MEMBERS, BATCH, OBS, ACTION = 2, 12, 3, 2
+
+
+def _learner(hidden, goal_dim, hand_gradients=True, **config):
+    generators = [torch.Generator().manual_seed(10 + m) for m in range(MEMBERS)]
+    learner = DDPG(MEMBERS, OBS, goal_dim, ACTION,
+                   DDPGConfig(goal_gradient_coef=0.7, hidden=hidden,
+                              hand_gradients=hand_gradients, **config), generators).double()
+    with torch.no_grad():  # targets unlike the online networks, as after some training
+        for p in list(learner.actor_target.parameters()) + list(learner.critic_target.parameters()):
+            p.add_(0.2 * torch.randn(p.shape, generator=generators[0], dtype=p.dtype))
+    return learner
+
+
+def _batch(goal_dim, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def x(k):
+        return torch.randn(MEMBERS, BATCH, k, generator=g, dtype=torch.float64)
+
+    return dict(obs=x(OBS), action=x(ACTION).clamp(-1, 1), next_obs=x(OBS), goal=x(goal_dim),
+                reward=-(torch.rand(MEMBERS, BATCH, generator=g) < 0.7).double())
+
+
+CASES = [((16, 16), 3), ((8, 7, 6), 1), ((5,), 4)]
+
+
+@pytest.mark.parametrize("hidden,goal_dim", CASES)
+def test_target_and_its_goal_gradient_equal_autograds(hidden, goal_dim):
+    learner, b = _learner(hidden, goal_dim), _batch(goal_dim)
+    expected = td_target_and_goal_gradient(learner.critic_target, learner.actor_target,
+                                           b["next_obs"], b["goal"], b["reward"], 0.9, True)
+    got = target_and_goal_gradient(learner.critic_target.net, learner.actor_target.net,
+                                   b["next_obs"], b["goal"], b["reward"], 0.9)
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert got[1].abs().max() > 1e-3  # a gradient that is there to compare
+
+
+def _autograd_critic_gradients(learner, b, target, target_dq_dg, c):
+    q, dq_dg = q_and_goal_gradient(learner.critic, b["obs"], b["goal"], b["action"])
+    value, term = td_loss(q, target), goal_gradient_loss(dq_dg, target_dq_dg, b["reward"])
+    params = list(learner.critic.parameters())
+    return q, value, term, torch.autograd.grad((value + c * term).sum(), params)
+
+
+@pytest.mark.parametrize("hidden,goal_dim", CASES)
+def test_critic_step_gradients_equal_autograds_double_backward(hidden, goal_dim):
+    learner, b = _learner(hidden, goal_dim), _batch(goal_dim, seed=1)
+    target, target_dq_dg = td_target_and_goal_gradient(
+        learner.critic_target, learner.actor_target, b["next_obs"], b["goal"], b["reward"],
+        0.95, True)
+    q, value, term, expected = _autograd_critic_gradients(learner, b, target, target_dq_dg, 0.7)
+    assert term.min() > 0  # the goal-gradient term is active for every member
+    got = critic_step_gradients(learner.critic.net, b["obs"], b["goal"], b["action"], target,
+                                target_dq_dg, b["reward"], 0.7)
+    for e, g in zip((q, value, term), got, strict=True):
+        torch.testing.assert_close(g, e.detach(), rtol=1e-12, atol=1e-12)
+    for p, e in zip(learner.critic.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
+
+
+def test_critic_step_gradients_match_finite_differences():
+    learner, b = _learner((6, 5), 2), _batch(2, seed=2)
+    target = torch.randn(MEMBERS, BATCH, 1, dtype=torch.float64)
+    target_dq_dg = torch.randn(MEMBERS, BATCH, 2, dtype=torch.float64)
+    net = learner.critic.net
+
+    def loss():
+        _, value, term = critic_step_gradients(net, b["obs"], b["goal"], b["action"], target,
+                                               target_dq_dg, b["reward"], 0.7)
+        return float((value + 0.7 * term).sum())
+
+    loss()
+    analytic = {name: p.grad.clone() for name, p in net.named_parameters()}
+    eps = 1e-6
+    checked = 0
+    for name, p in net.named_parameters():
+        flat = p.data.view(-1)
+        for index in range(0, flat.numel(), max(1, flat.numel() // 7)):
+            original = float(flat[index])
+            flat[index] = original + eps
+            up = loss()
+            flat[index] = original - eps
+            down = loss()
+            flat[index] = original
+            numeric = (up - down) / (2 * eps)
+            assert analytic[name].view(-1)[index].item() == pytest.approx(numeric, rel=1e-5,
+                                                                         abs=1e-7), name
+            checked += 1
+    assert checked > 30
+
+
+def test_update_with_hand_gradients_matches_the_autograd_update():
+    config = dict(target_clip=(-5.0, 0.0), action_l2=0.5)
+    by_hand = _learner((16, 16), 3, hand_gradients=True, **config)
+    by_autograd = copy.deepcopy(by_hand)
+    by_autograd.config = DDPGConfig(**{**vars(by_hand.config), "hand_gradients": False})
+    for step in range(2):
+        b = _batch(3, seed=10 + step)
+        out_hand, out_auto = by_hand.update(**b), by_autograd.update(**b)
+        for key in out_auto:
+            torch.testing.assert_close(out_hand[key], out_auto[key], rtol=1e-10, atol=1e-12)
+    # Adam's first moments are linear in the gradients, so they compare the gradients seen.
+    for hand_state, auto_state in zip(by_hand.critic_optimizer.state.values(),
+                                      by_autograd.critic_optimizer.state.values(), strict=True):
+        torch.testing.assert_close(hand_state["exp_avg"], auto_state["exp_avg"],
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_a_critic_without_hidden_layers_uses_autograd():
+    learner = _learner((), 2)
+    out = learner.update(**_batch(2))
+    assert torch.isfinite(out["goal_grad_loss"]).all()
+    with pytest.raises(ValueError, match="hidden layer"):
+        critic_step_gradients(learner.critic.net, *(torch.zeros(MEMBERS, BATCH, k)
+                                                    for k in (OBS, 2, ACTION)),
+                              torch.zeros(MEMBERS, BATCH, 1), torch.zeros(MEMBERS, BATCH, 2),
+                              torch.zeros(MEMBERS, BATCH), 0.7)
