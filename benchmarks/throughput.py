@@ -87,6 +87,7 @@ def update_flops(
     hidden: Sequence[int],
     batch: int,
     population: int = 1,
+    hand_gradients: bool = True,
 ) -> int:
     """Matmul FLOPs of one update of `population` members (acting is not counted).
 
@@ -98,12 +99,16 @@ def update_flops(
       input gradients below the first layer (3C − C1); actor forward, critic forward on
       π, critic input gradients down to π, actor weight and input gradients
       (3A − A1 + 2C). Total 4A − A1 + 6C − C1.
-    * `reengage_her`: the target's goal gradient adds critic and actor input-gradient
-      passes (2A + 2C); the critic's ∇_g Q adds an input-gradient pass with a graph (C);
-      the goal leaf needs the first layer's input gradient in the value backward (+C1);
-      the double backward through ∇_g Q costs a weight- and a grad-output-gradient pass
-      per layer, except that the last layer's incoming gradient is a constant (2C − CL).
-      Total 5A − A1 + 10C − CL.
+    * `reengage_her` with autograd (`hand_gradients=False`): the target's goal gradient
+      adds critic and actor input-gradient passes (2A + 2C); the critic's ∇_g Q adds an
+      input-gradient pass with a graph (C); the goal leaf needs the first layer's input
+      gradient in the value backward (+C1); the double backward through ∇_g Q costs a
+      weight- and a grad-output-gradient pass per layer, except that the last layer's
+      incoming gradient is a constant (2C − CL). Total 5A − A1 + 10C − CL.
+    * `reengage_her` by hand (agents/goal_gradient.py, the default): the same, except that
+      the value backward skips the first layer's input gradient (−C1) and the first
+      layer's two second-order passes run over the goal's columns only, not all of the
+      critic's inputs (2·C1 → 2·C1·goal_dim/in). Total 5A − A1 + 10C − CL − 3·C1 + 2·C1g.
     * `sb3_ddpg_her`: Stable-Baselines3 flattens every key of the dict observation into the
       networks (actor input obs + achieved + desired goal, critic input adds the action),
       and its actor backward also fills the critic's weight gradients (+C).
@@ -128,6 +133,9 @@ def update_flops(
         per_member = 4 * a - a1 + 6 * c - c1
     elif contender == "reengage_her":
         per_member = 5 * a - a1 + 10 * c - c_last
+        if hand_gradients:
+            c1_goal_columns = 2 * batch * goal_dim * critic[0][1]
+            per_member += -3 * c1 + 2 * c1_goal_columns
     else:
         per_member = 4 * a - a1 + 7 * c - c1
     return population * per_member
@@ -423,7 +431,8 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
         processes = runs[repeats[0]][1].get("processes", 1)
         per_seed = [steps / runs[r][1]["seconds"] for r in repeats]
         seed_steps = [processes * population * v for v in per_seed]
-        flops = update_flops(contender, d, d, d, setting.hidden, setting.batch_size)
+        flops = update_flops(contender, d, d, d, setting.hidden, setting.batch_size,
+                             hand_gradients=setting.learner_settings.get("hand_gradients", True))
         gflops = [v * flops / 1e9 for v in seed_steps]
         record.update({
             "timed_steps": steps,

@@ -39,10 +39,14 @@ def test_flop_count_equals_a_hand_count():
         + 2 * critic["l1"] + 2 * critic["l2"] - critic["l2"]  # double backward
         + A + C + C + A + actor["l2"]              # actor step, as in DDPG
     )
-    assert (ddpg, reengage) == (124, 208)
+    # By hand (agents/goal_gradient.py): no first-layer input gradient in the value term,
+    # and the first layer's double backward over the goal's one column of three.
+    by_hand = reengage - critic["l1"] - 2 * critic["l1"] + 2 * (2 * 1 * 2)
+    assert (ddpg, reengage, by_hand) == (124, 208, 180)
     assert update_flops("ddpg_her", 1, 1, 1, (2,), 1) == ddpg
-    assert update_flops("reengage_her", 1, 1, 1, (2,), 1) == reengage
-    assert update_flops("reengage_her", 1, 1, 1, (2,), 1, population=3) == 3 * reengage
+    assert update_flops("reengage_her", 1, 1, 1, (2,), 1, hand_gradients=False) == reengage
+    assert update_flops("reengage_her", 1, 1, 1, (2,), 1) == by_hand
+    assert update_flops("reengage_her", 1, 1, 1, (2,), 1, population=3) == 3 * by_hand
     # SB3 feeds obs + achieved + desired goal (actor 3->2->1, critic 4->2->1) and its
     # actor backward also computes the critic's weight gradients.
     a, c = 2 * 3 * 2 + 2 * 2 * 1, 2 * 4 * 2 + 2 * 2 * 1
@@ -68,12 +72,13 @@ class MatmulFlops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("c,last_layer_passes", [(0.0, 6), (0.3, 9)])
-def test_flop_count_matches_dispatched_products(c, last_layer_passes):
+@pytest.mark.parametrize("c,hand_gradients,last_layer_passes",
+                         [(0.0, True, 6), (0.3, False, 9), (0.3, True, 9)])
+def test_flop_count_matches_dispatched_products(c, hand_gradients, last_layer_passes):
     members, batch, obs, goal, action, hidden = 2, 16, 3, 4, 2, (8, 8)
     gens = [torch.Generator().manual_seed(m) for m in range(members)]
-    learner = DDPG(members, obs, goal, action,
-                   DDPGConfig(goal_gradient_coef=c, hidden=hidden), gens)
+    config = DDPGConfig(goal_gradient_coef=c, hidden=hidden, hand_gradients=hand_gradients)
+    learner = DDPG(members, obs, goal, action, config, gens)
     rng = torch.Generator().manual_seed(0)
 
     def x(k):
@@ -83,7 +88,8 @@ def test_flop_count_matches_dispatched_products(c, last_layer_passes):
         learner.update(obs=x(obs), action=x(action).clamp(-1, 1), next_obs=x(obs),
                        goal=x(goal), reward=-torch.ones(members, batch))
     method = "reengage_her" if c else "ddpg_her"
-    analytic = update_flops(method, obs, goal, action, hidden, batch, population=members)
+    analytic = update_flops(method, obs, goal, action, hidden, batch, population=members,
+                            hand_gradients=hand_gradients)
     # The critic's one-column output layer is a product-and-sum, not a dispatched matmul.
     one_column = 2 * batch * hidden[-1] * members * last_layer_passes
     assert sum(counter.flops.values()) == analytic - one_column
