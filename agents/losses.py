@@ -3,6 +3,9 @@
 Every function keeps the member axis: inputs are `[members, batch, ...]` and losses come
 back per member (`[members]`), averaged over the batch. Summing them over members before
 `backward` leaves member i's gradients a function of member i's data alone.
+
+These are the definitions. DDPG's ReenGAGE step computes their gradients in closed form
+by default (agents/goal_gradient.py, tested against autograd on these functions).
 """
 
 from __future__ import annotations
