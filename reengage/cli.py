@@ -70,8 +70,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="allow writing into an existing non-empty --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
-                   help="a learner setting, e.g. hidden=[64,64] (DDPG) or "
-                   "networks.encoder_hidden=64, through_target_actor=false (goal sets); "
+                   help="a learner setting, e.g. hidden=[64,64] or hand_gradients=false "
+                   "(DDPG/ReenGAGE: autograd's double backward instead of the closed form) "
+                   "or networks.encoder_hidden=64, through_target_actor=false (goal sets); "
                    "repeatable")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (it may register methods); repeatable")
