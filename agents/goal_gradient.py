@@ -113,7 +113,7 @@ def critic_step_gradients(
     grad_dq_dg = (dq_dg - target_dq_dg) * (gate.unsqueeze(-1) * (2.0 * c / (goal_dim * batch)))
 
     n = len(layers)
-    weight_grads: list[torch.Tensor] = [torch.empty(0)] * n
+    weight_grads: list[torch.Tensor] = [torch.empty(0)] * n  # filled from the last layer down
     bias_grads: list[torch.Tensor] = [torch.empty(0)] * n
     # The goal-gradient term: back along u_1 W_1ᵀ, u_i = m_i ⊙ (u_{i+1} W_{i+1}ᵀ), … to w_n.
     # Its weight gradients are kept as (left, right) factors so each can be accumulated
@@ -122,13 +122,12 @@ def critic_step_gradients(
     first_layer_term = torch.bmm(grad_dq_dg.transpose(1, 2), masked[0])
     grad_u = torch.bmm(grad_dq_dg, layers[0].weight[:, goal_rows, :])
     factors: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
-    for i in range(n - 1):
-        grad_u = _relu_backward(grad_u, hidden[i + 1], 0)
-        if i + 1 < n - 1:
-            factors[i + 1] = (grad_u.transpose(1, 2), masked[i + 1])
-            grad_u = torch.bmm(grad_u, layers[i + 1].weight)
-        else:
-            last_layer_term = grad_u.sum(dim=1, keepdim=True).transpose(1, 2)
+    for i in range(1, n - 1):  # hidden-to-hidden layers
+        grad_u = _relu_backward(grad_u, hidden[i], 0)
+        factors[i] = (grad_u.transpose(1, 2), masked[i])
+        grad_u = torch.bmm(grad_u, layers[i].weight)
+    grad_u = _relu_backward(grad_u, hidden[n - 1], 0)
+    last_layer_term = grad_u.sum(dim=1, keepdim=True).transpose(1, 2)
 
     # The TD term, as an ordinary backward; the one-column output is a product-and-sum.
     weight_grads[-1] = (hidden[-1] * grad_q).sum(dim=1, keepdim=True).transpose(1, 2)
