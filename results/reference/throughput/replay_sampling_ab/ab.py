@@ -8,18 +8,19 @@ turns for `--rounds` rounds. Run from the repository root:
 
 import argparse
 import copy
+import runpy
 import statistics
 import subprocess
-import sys
 import types
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "benchmarks"))
-from replay_sampling import filled_replay, sample_microseconds  # noqa: E402
+from reengage.allocator import retain_freed_memory
 
-from reengage.allocator import retain_freed_memory  # noqa: E402
+bench = runpy.run_path(str(Path(__file__).resolve().parents[4] / "benchmarks"
+                           / "replay_sampling.py"))
+filled_replay, sample_microseconds = bench["filled_replay"], bench["sample_microseconds"]
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--baseline", default="9a01cd7")
