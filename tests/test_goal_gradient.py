@@ -134,3 +134,29 @@ def test_a_critic_without_hidden_layers_uses_autograd():
                                                     for k in (OBS, 2, ACTION)),
                               torch.zeros(MEMBERS, BATCH, 1), torch.zeros(MEMBERS, BATCH, 2),
                               torch.zeros(MEMBERS, BATCH), 0.7)
+
+
+@pytest.mark.parametrize("goal_dim", [1, 3])
+def test_population_member_equals_the_seed_alone_bitwise(goal_dim):
+    """With a one-dimensional goal some products of the closed form have a single row or a
+    single inner term; a member must still round exactly as it does alone (float32)."""
+    members, batch = 5, 64
+
+    def population(seeds):
+        return DDPG(len(seeds), OBS, goal_dim, ACTION,
+                    DDPGConfig(goal_gradient_coef=0.3, hidden=(16, 16)),
+                    [torch.Generator().manual_seed(s) for s in seeds])
+
+    together, alone = population(range(members)), population([2])
+    g = torch.Generator().manual_seed(9)
+    batch_data = dict(
+        obs=torch.randn(members, batch, OBS, generator=g),
+        action=torch.rand(members, batch, ACTION, generator=g) * 2 - 1,
+        next_obs=torch.randn(members, batch, OBS, generator=g),
+        goal=torch.randn(members, batch, goal_dim, generator=g),
+        reward=-(torch.rand(members, batch, generator=g) < 0.7).float())
+    for _ in range(3):
+        together.update(**batch_data)
+        alone.update(**{k: v[2:3] for k, v in batch_data.items()})
+    for p, q in zip(together.parameters(), alone.parameters(), strict=True):
+        assert torch.equal(p[2:3], q)
