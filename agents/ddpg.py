@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import goal_gradient
+from . import hand_gradients
 from .ensemble import EnsembleMLP
 from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
 from .optim import PopulationAdam
@@ -40,8 +40,9 @@ class DDPGConfig:
     fused_adam: bool = True
     """Use PyTorch's fused Adam where it is exact per member (agents/optim.py)."""
     hand_gradients: bool = True
-    """ReenGAGE's critic step from the closed-form gradients of agents/goal_gradient.py;
-    false differentiates the loss with autograd's double backward (same numbers, slower)."""
+    """Critic and actor steps from the closed-form gradients of agents/hand_gradients.py;
+    false differentiates the losses with autograd (for ReenGAGE a double backward): the same
+    numbers up to rounding, slower."""
 
 
 class _GoalConditioned(nn.Module):
@@ -106,9 +107,9 @@ class DDPG(nn.Module):
         use_goal_gradient = c > 0
 
         # Critic: regress on the teacher's value and, for ReenGAGE, on its goal gradient.
-        by_hand = use_goal_gradient and self.config.hand_gradients and len(self.config.hidden) > 0
-        if by_hand:
-            target, target_dq_dg = goal_gradient.target_and_goal_gradient(
+        by_hand = self.config.hand_gradients and len(self.config.hidden) > 0
+        if by_hand and use_goal_gradient:
+            target, target_dq_dg = hand_gradients.target_and_goal_gradient(
                 self.critic_target.net, self.actor_target.net, next_obs, goal, reward,
                 self.config.gamma,
             )
@@ -121,7 +122,7 @@ class DDPG(nn.Module):
             target = target.clamp(*self.config.target_clip)
         self.critic_optimizer.zero_grad(set_to_none=True)
         if by_hand:
-            q, value_term, gradient_term = goal_gradient.critic_step_gradients(
+            q, value_term, gradient_term = hand_gradients.critic_step_gradients(
                 self.critic.net, obs, goal, action, target, target_dq_dg, reward, c,
             )
         else:
@@ -130,20 +131,25 @@ class DDPG(nn.Module):
                 gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
             else:
                 q = self.critic(obs, goal, action)
-                gradient_term = torch.zeros(self.members, device=q.device)
+                gradient_term = torch.zeros(self.members, dtype=q.dtype, device=q.device)
             value_term = td_loss(q, target)
             (value_term + c * gradient_term).sum().backward()
         self.critic_optimizer.step()
 
         # Actor: ascend Q; only the actor's weights need gradients here.
-        pi = self.actor(obs, goal)
-        actor_term = -self.critic(obs, goal, pi).mean(dim=(1, 2))
-        if self.config.action_l2 > 0:
-            actor_term = actor_term + self.config.action_l2 * pi.pow(2).mean(dim=(1, 2))
-        actor_params = list(self.actor.parameters())
-        grads = torch.autograd.grad(actor_term.sum(), actor_params)
-        for p, grad in zip(actor_params, grads, strict=True):
-            p.grad = grad
+        if by_hand:
+            actor_term = hand_gradients.actor_step_gradients(
+                self.actor.net, self.critic.net, obs, goal, self.config.action_l2,
+            )
+        else:
+            pi = self.actor(obs, goal)
+            actor_term = -self.critic(obs, goal, pi).mean(dim=(1, 2))
+            if self.config.action_l2 > 0:
+                actor_term = actor_term + self.config.action_l2 * pi.pow(2).mean(dim=(1, 2))
+            actor_params = list(self.actor.parameters())
+            grads = torch.autograd.grad(actor_term.sum(), actor_params)
+            for p, grad in zip(actor_params, grads, strict=True):
+                p.grad = grad
         self.actor_optimizer.step()
 
         with torch.no_grad():

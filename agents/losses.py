@@ -5,7 +5,7 @@ back per member (`[members]`), averaged over the batch. Summing them over member
 `backward` leaves member i's gradients a function of member i's data alone.
 
 These are the definitions. DDPG's ReenGAGE step computes their gradients in closed form
-by default (agents/goal_gradient.py, tested against autograd on these functions).
+by default (agents/hand_gradients.py, tested against autograd on these functions).
 """
 
 from __future__ import annotations

@@ -93,22 +93,31 @@ def update_flops(
 
     Every pass through a linear layer costs 2·batch·in·out: a forward, an input-gradient
     pass and a weight-gradient pass alike. Writing A and C for one forward through the
-    actor and the critic, and A1, C1, CL for their first and last layers:
+    actor and the critic, A1, C1, CL for their first and last layers, and a1, c1 for the
+    first layer's cost per input column (2·batch·hidden[0]); obs, goal and act are the
+    input widths:
 
-    * `ddpg_her`: target actor + target critic (A + C); critic forward, weight gradients,
-      input gradients below the first layer (3C − C1); actor forward, critic forward on
-      π, critic input gradients down to π, actor weight and input gradients
-      (3A − A1 + 2C). Total 4A − A1 + 6C − C1.
-    * `reengage_her` with autograd (`hand_gradients=False`): the target's goal gradient
-      adds critic and actor input-gradient passes (2A + 2C); the critic's ∇_g Q adds an
-      input-gradient pass with a graph (C); the goal leaf needs the first layer's input
-      gradient in the value backward (+C1); the double backward through ∇_g Q costs a
-      weight- and a grad-output-gradient pass per layer, except that the last layer's
-      incoming gradient is a constant (2C − CL). Total 5A − A1 + 10C − CL.
-    * `reengage_her` by hand (agents/goal_gradient.py, the default): the same, except that
-      the value backward skips the first layer's input gradient (−C1) and the first
-      layer's two second-order passes run over the goal's columns only, not all of the
-      critic's inputs (2·C1 → 2·C1·goal_dim/in). Total 5A − A1 + 10C − CL − 3·C1 + 2·C1g.
+    * `ddpg_her` with autograd (`hand_gradients=False`): target actor + target critic
+      (A + C); critic forward, weight gradients, input gradients below the first layer
+      (3C − C1); actor forward, critic forward on π, critic input gradients down to π,
+      actor weight and input gradients (3A − A1 + 2C). Total 4A − A1 + 6C − C1.
+    * `ddpg_her` by hand (agents/hand_gradients.py, the default): the same, except that
+      the actor step takes the critic's first-layer input gradient over the action's
+      columns only (C1 → act·c1). Total 4A − A1 + 6C − 2·C1 + act·c1.
+    * `reengage_her` with autograd: the target's goal gradient adds critic and actor
+      input-gradient passes (2A + 2C); the critic's ∇_g Q adds an input-gradient pass with
+      a graph (C); the goal leaf needs the first layer's input gradient in the value
+      backward (+C1); the double backward through ∇_g Q costs a weight- and a
+      grad-output-gradient pass per layer, except that the last layer's incoming gradient
+      is a constant (2C − CL). Total 5A − A1 + 10C − CL.
+    * `reengage_her` by hand: target forwards (A + C) and its goal gradient through the
+      critic over the goal's and action's columns (C − C1 + (goal + act)·c1) and through
+      the actor over the goal's columns (A − A1 + goal·a1); the critic's forward (C), its
+      ∇_g Q over the goal's columns (C − C1 + goal·c1), the goal-gradient term's backward
+      (goal·c1 + C − C1 − CL), and one weight-gradient pass for both terms (C), since a
+      one-output critic's TD backward is its ∇_x Q chain scaled row by row; the actor step
+      as for DDPG (3A − A1 + 2C − C1 + act·c1). Total
+      5A − 2·A1 + 8C − 4·C1 − CL + (3·goal + 2·act)·c1 + goal·a1.
     * `sb3_ddpg_her`: Stable-Baselines3 flattens every key of the dict observation into the
       networks (actor input obs + achieved + desired goal, critic input adds the action),
       and its actor backward also fills the critic's weight gradients (+C).
@@ -129,13 +138,18 @@ def update_flops(
         raise ValueError(f"unknown contender {contender!r}; choose from {', '.join(CONTENDERS)}")
     a, c = _pass(actor, batch), _pass(critic, batch)
     a1, c1, c_last = _pass(actor[:1], batch), _pass(critic[:1], batch), _pass(critic[-1:], batch)
+    a1_column, c1_column = 2 * batch * actor[0][1], 2 * batch * critic[0][1]
+    hand = hand_gradients and len(hidden) > 0
     if contender == "ddpg_her":
         per_member = 4 * a - a1 + 6 * c - c1
+        if hand:
+            per_member += -c1 + action_dim * c1_column
     elif contender == "reengage_her":
-        per_member = 5 * a - a1 + 10 * c - c_last
-        if hand_gradients:
-            c1_goal_columns = 2 * batch * goal_dim * critic[0][1]
-            per_member += -3 * c1 + 2 * c1_goal_columns
+        if hand:
+            per_member = (5 * a - 2 * a1 + 8 * c - 4 * c1 - c_last
+                          + (3 * goal_dim + 2 * action_dim) * c1_column + goal_dim * a1_column)
+        else:
+            per_member = 5 * a - a1 + 10 * c - c_last
     else:
         per_member = 4 * a - a1 + 7 * c - c1
     return population * per_member

@@ -1,5 +1,6 @@
-"""The hand-written ReenGAGE critic step (agents/goal_gradient.py) against autograd's double
-backward of the loss as agents/losses.py states it, and against finite differences."""
+"""The hand-written critic and actor steps (agents/hand_gradients.py) against autograd on the
+losses as agents/losses.py and DDPG.update state them (for ReenGAGE, autograd's double
+backward), and against finite differences."""
 
 import copy
 
@@ -7,7 +8,11 @@ import pytest
 import torch
 
 from reengage.agents.ddpg import DDPG, DDPGConfig
-from reengage.agents.goal_gradient import critic_step_gradients, target_and_goal_gradient
+from reengage.agents.hand_gradients import (
+    actor_step_gradients,
+    critic_step_gradients,
+    target_and_goal_gradient,
+)
 from reengage.agents.losses import (
     goal_gradient_loss,
     q_and_goal_gradient,
@@ -18,10 +23,10 @@ from reengage.agents.losses import (
 MEMBERS, BATCH, OBS, ACTION = 2, 12, 3, 2
 
 
-def _learner(hidden, goal_dim, hand_gradients=True, **config):
+def _learner(hidden, goal_dim, hand_gradients=True, c=0.7, **config):
     generators = [torch.Generator().manual_seed(10 + m) for m in range(MEMBERS)]
     learner = DDPG(MEMBERS, OBS, goal_dim, ACTION,
-                   DDPGConfig(goal_gradient_coef=0.7, hidden=hidden,
+                   DDPGConfig(goal_gradient_coef=c, hidden=hidden,
                               hand_gradients=hand_gradients, **config), generators).double()
     with torch.no_grad():  # targets unlike the online networks, as after some training
         for p in list(learner.actor_target.parameters()) + list(learner.critic_target.parameters()):
@@ -77,6 +82,69 @@ def test_critic_step_gradients_equal_autograds_double_backward(hidden, goal_dim)
         torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("hidden,goal_dim", CASES)
+def test_ddpg_critic_step_gradients_equal_autograds(hidden, goal_dim):
+    """Without the goal-gradient term (c = 0) the step is the TD loss's ordinary backward."""
+    learner, b = _learner(hidden, goal_dim, c=0.0), _batch(goal_dim, seed=3)
+    target = torch.randn(MEMBERS, BATCH, 1, dtype=torch.float64)
+    q = learner.critic(b["obs"], b["goal"], b["action"])
+    value = td_loss(q, target)
+    expected = torch.autograd.grad(value.sum(), list(learner.critic.parameters()))
+    got = critic_step_gradients(learner.critic.net, b["obs"], b["goal"], b["action"], target,
+                                None, b["reward"], 0.0)
+    for e, g in zip((q, value, torch.zeros(MEMBERS)), got, strict=True):
+        torch.testing.assert_close(g, e.detach().to(g.dtype), rtol=1e-12, atol=1e-12)
+    for p, e in zip(learner.critic.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="goal gradient"):
+        critic_step_gradients(learner.critic.net, b["obs"], b["goal"], b["action"], target,
+                              None, b["reward"], 0.7)
+
+
+@pytest.mark.parametrize("action_l2", [0.0, 0.5])
+@pytest.mark.parametrize("hidden,goal_dim", CASES)
+def test_actor_step_gradients_equal_autograds(hidden, goal_dim, action_l2):
+    learner, b = _learner(hidden, goal_dim), _batch(goal_dim, seed=4)
+    pi = learner.actor(b["obs"], b["goal"])
+    expected_term = (-learner.critic(b["obs"], b["goal"], pi).mean(dim=(1, 2))
+                     + action_l2 * pi.pow(2).mean(dim=(1, 2)))
+    expected = torch.autograd.grad(expected_term.sum(), list(learner.actor.parameters()))
+    term = actor_step_gradients(learner.actor.net, learner.critic.net, b["obs"], b["goal"],
+                                action_l2)
+    torch.testing.assert_close(term, expected_term.detach(), rtol=1e-12, atol=1e-12)
+    for p, e in zip(learner.actor.parameters(), expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-10, atol=1e-12)
+    assert all(p.grad is None for p in learner.critic.parameters())  # the critic gets none
+
+
+def test_actor_step_gradients_match_finite_differences():
+    learner, b = _learner((6, 5), 2), _batch(2, seed=5)
+    net = learner.actor.net
+
+    def loss():
+        term = actor_step_gradients(net, learner.critic.net, b["obs"], b["goal"], 0.3)
+        return float(term.sum())
+
+    loss()
+    analytic = {name: p.grad.clone() for name, p in net.named_parameters()}
+    eps = 1e-6
+    checked = 0
+    for name, p in net.named_parameters():
+        flat = p.data.view(-1)
+        for index in range(0, flat.numel(), max(1, flat.numel() // 7)):
+            original = float(flat[index])
+            flat[index] = original + eps
+            up = loss()
+            flat[index] = original - eps
+            down = loss()
+            flat[index] = original
+            numeric = (up - down) / (2 * eps)
+            assert analytic[name].view(-1)[index].item() == pytest.approx(numeric, rel=1e-5,
+                                                                         abs=1e-7), name
+            checked += 1
+    assert checked > 30
+
+
 def test_critic_step_gradients_match_finite_differences():
     learner, b = _learner((6, 5), 2), _batch(2, seed=2)
     target = torch.randn(MEMBERS, BATCH, 1, dtype=torch.float64)
@@ -108,9 +176,10 @@ def test_critic_step_gradients_match_finite_differences():
     assert checked > 30
 
 
-def test_update_with_hand_gradients_matches_the_autograd_update():
+@pytest.mark.parametrize("c", [0.0, 0.7])
+def test_update_with_hand_gradients_matches_the_autograd_update(c):
     config = dict(target_clip=(-5.0, 0.0), action_l2=0.5)
-    by_hand = _learner((16, 16), 3, hand_gradients=True, **config)
+    by_hand = _learner((16, 16), 3, hand_gradients=True, c=c, **config)
     by_autograd = copy.deepcopy(by_hand)
     by_autograd.config = DDPGConfig(**{**vars(by_hand.config), "hand_gradients": False})
     for step in range(2):
@@ -119,8 +188,12 @@ def test_update_with_hand_gradients_matches_the_autograd_update():
         for key in out_auto:
             torch.testing.assert_close(out_hand[key], out_auto[key], rtol=1e-10, atol=1e-12)
     # Adam's first moments are linear in the gradients, so they compare the gradients seen.
-    for hand_state, auto_state in zip(by_hand.critic_optimizer.state.values(),
-                                      by_autograd.critic_optimizer.state.values(), strict=True):
+    hand_states = [*by_hand.critic_optimizer.state.values(),
+                   *by_hand.actor_optimizer.state.values()]
+    auto_states = [*by_autograd.critic_optimizer.state.values(),
+                   *by_autograd.actor_optimizer.state.values()]
+    assert len(hand_states) == 2 * len(by_hand.critic.net.layers) * 2
+    for hand_state, auto_state in zip(hand_states, auto_states, strict=True):
         torch.testing.assert_close(hand_state["exp_avg"], auto_state["exp_avg"],
                                    rtol=1e-9, atol=1e-12)
 
@@ -136,34 +209,36 @@ def test_a_critic_without_hidden_layers_uses_autograd():
                               torch.zeros(MEMBERS, BATCH), 0.7)
 
 
+@pytest.mark.parametrize("c", [0.0, 0.3])
 @pytest.mark.parametrize("goal_dim", [1, 3])
-def test_population_member_critic_step_equals_the_seed_alone_bitwise(goal_dim):
+def test_population_member_update_equals_the_seed_alone_bitwise(goal_dim, c):
     """With a one-dimensional goal some products of the closed form have a single row or a
-    single inner term; a member's critic must still round exactly as it does alone
-    (float32). Only the critic is compared, with an input width of 8: at some small odd
-    widths (6, say) the BLAS weight-gradient product `xᵀ·grad` rounds differently with the
-    number of members, in the autograd path as much as in this one, and the actor's
-    first layer here has such a width."""
-    members, batch = 5, 64
-    obs_dim = 8 - goal_dim - ACTION
+    single inner term; a member must still round exactly as it does alone (float32). The
+    networks' input widths are 16 (actor) and 18 (critic): at some small widths (6, 8 or
+    10, say) the BLAS weight-gradient product `xᵀ·grad` of the first layer rounds
+    differently with the number of members, in the autograd path as much as in this one."""
+    members, batch, action_dim = 5, 64, 2
+    obs_dim = 16 - goal_dim
 
     def population(seeds):
-        return DDPG(len(seeds), obs_dim, goal_dim, ACTION,
-                    DDPGConfig(goal_gradient_coef=0.3, hidden=(16, 16)),
+        return DDPG(len(seeds), obs_dim, goal_dim, action_dim,
+                    DDPGConfig(goal_gradient_coef=c, hidden=(16, 16)),
                     [torch.Generator().manual_seed(s) for s in seeds])
 
     together, alone = population(range(members)), population([2])
     g = torch.Generator().manual_seed(9)
     batch_data = dict(
         obs=torch.randn(members, batch, obs_dim, generator=g),
-        action=torch.rand(members, batch, ACTION, generator=g) * 2 - 1,
+        action=torch.rand(members, batch, action_dim, generator=g) * 2 - 1,
         next_obs=torch.randn(members, batch, obs_dim, generator=g),
         goal=torch.randn(members, batch, goal_dim, generator=g),
         reward=-(torch.rand(members, batch, generator=g) < 0.7).float())
-    out_together = together.update(**batch_data)
-    out_alone = alone.update(**{k: v[2:3] for k, v in batch_data.items()})
-    for key in ("critic_loss", "goal_grad_loss", "q_mean"):
-        assert torch.equal(out_together[key][2:3], out_alone[key])
-    for p, q in zip(together.critic.parameters(), alone.critic.parameters(), strict=True):
+    for _ in range(2):
+        out_together = together.update(**batch_data)
+        out_alone = alone.update(**{k: v[2:3] for k, v in batch_data.items()})
+        for key in out_alone:
+            assert torch.equal(out_together[key][2:3], out_alone[key]), key
+    for p, q in zip(together.parameters(), alone.parameters(), strict=True):
         assert torch.equal(p[2:3], q)
-        assert torch.equal(p.grad[2:3], q.grad)
+        if q.grad is not None:
+            assert torch.equal(p.grad[2:3], q.grad)
