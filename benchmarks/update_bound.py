@@ -4,7 +4,7 @@ Records the matrix products (`bmm`, `baddbmm`, `mm`, `addmm`) that one update of
 population dispatches, for DDPG+HER and ReenGAGE+HER on ContinuousSeek shapes (d = 20,
 batch 256, 2×256 networks by default), then times, in alternating rounds:
 
-* the update itself (`DDPG.update`, as the training loop calls it);
+* the update itself (`DDPG.update`, as the training loop calls it, compiled by default);
 * its products alone, replayed back to back on tensors of the same shapes and strides.
 
 The products are work the exact loss cannot skip, so "products alone" bounds the
@@ -68,12 +68,13 @@ def product_flops(products: list[Product]) -> int:
 
 
 def make_update(method: str, population: int, dim: int, hidden: tuple[int, ...],
-                batch: int) -> Callable[[], object]:
+                batch: int, compile: bool = True) -> Callable[[], object]:
     """A closure running one update of a fresh population on a fixed random batch."""
     c = 0.2 if method == "reengage_her" else 0.0
     generators = [torch.Generator().manual_seed(m) for m in range(population)]
     learner = DDPG(population, dim, dim, dim,
-                   DDPGConfig(goal_gradient_coef=c, hidden=hidden), generators)
+                   DDPGConfig(goal_gradient_coef=c, hidden=hidden, compile=compile), generators)
+    learner.prepare(batch)
     data = torch.Generator().manual_seed(0)
 
     def x() -> torch.Tensor:
@@ -96,9 +97,12 @@ def measure(method: str, population: int, dim: int, hidden: tuple[int, ...], bat
     update = make_update(method, population, dim, hidden, batch)
     for _ in range(5):
         update()  # optimiser state and allocator warm
+    # A compiled update calls its products from generated code, out of the recorder's
+    # sight; the eager update dispatches the same products.
     recorder = _RecordProducts()
+    eager_update = make_update(method, population, dim, hidden, batch, compile=False)
     with recorder:
-        update()
+        eager_update()
     products = recorder.products
 
     def replay() -> None:

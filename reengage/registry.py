@@ -53,7 +53,9 @@ class LearnerSpec:
 
 
 class Learner(Protocol):
-    """What the training loop calls. Tensors carry the member axis first."""
+    """What the training loop calls. Tensors carry the member axis first. A learner may
+    also define `prepare(batch_size)`, which the loop calls once before training, after
+    moving the learner to its device (DDPG compiles its update there)."""
 
     def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor: ...
 

@@ -211,6 +211,9 @@ class PopulationRun:
             raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
         if isinstance(self.learner, torch.nn.Module):
             self.learner.to(self.device)
+        prepare = getattr(self.learner, "prepare", None)
+        if callable(prepare):  # optional: one-off work (compilation) before training
+            prepare(cfg.batch_size)
         reward = self.env.item_reward if self.method.item_rewards else self.env.compute_reward
 
         def reward_fn(achieved: np.ndarray, goal: np.ndarray) -> np.ndarray:

@@ -88,7 +88,9 @@ class MatmulFlops(TorchDispatchMode):
 def test_flop_count_matches_dispatched_products(c, hand_gradients, last_layer_passes):
     members, batch, obs, goal, action, hidden = 2, 16, 3, 4, 2, (8, 8)
     gens = [torch.Generator().manual_seed(m) for m in range(members)]
-    config = DDPGConfig(goal_gradient_coef=c, hidden=hidden, hand_gradients=hand_gradients)
+    # Eager (compile=False): a compiled update calls its products from generated code.
+    config = DDPGConfig(goal_gradient_coef=c, hidden=hidden, hand_gradients=hand_gradients,
+                        compile=False)
     learner = DDPG(members, obs, goal, action, config, gens)
     rng = torch.Generator().manual_seed(0)
 

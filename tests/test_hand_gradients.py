@@ -209,9 +209,10 @@ def test_a_critic_without_hidden_layers_uses_autograd():
                               torch.zeros(MEMBERS, BATCH), 0.7)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("c", [0.0, 0.3])
 @pytest.mark.parametrize("goal_dim", [1, 3])
-def test_population_member_update_equals_the_seed_alone_bitwise(goal_dim, c):
+def test_population_member_update_equals_the_seed_alone_bitwise(goal_dim, c, compiled):
     """With a one-dimensional goal some products of the closed form have a single row or a
     single inner term; a member must still round exactly as it does alone (float32). The
     networks' input widths are 16 (actor) and 18 (critic): at some small widths (6, 8 or
@@ -222,7 +223,7 @@ def test_population_member_update_equals_the_seed_alone_bitwise(goal_dim, c):
 
     def population(seeds):
         return DDPG(len(seeds), obs_dim, goal_dim, action_dim,
-                    DDPGConfig(goal_gradient_coef=c, hidden=(16, 16)),
+                    DDPGConfig(goal_gradient_coef=c, hidden=(16, 16), compile=compiled),
                     [torch.Generator().manual_seed(s) for s in seeds])
 
     together, alone = population(range(members)), population([2])

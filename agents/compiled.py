@@ -1,0 +1,42 @@
+"""`torch.compile` for the hand-written gradient functions, with a way back to eager.
+
+The functions of agents/hand_gradients.py are first-order, side-effect-light tensor code
+(no autograd graph), which inductor fuses well: the masks, bias sums and activations run
+inside fewer passes over the activations. Compilation happens at the first call in each
+process (seconds) and needs a working C++ compiler on CPU; where it fails, the learner
+warns once and carries on with the eager function, which computes the same loss.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def compile_or_eager(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` (a `torch.no_grad` function) compiled for fixed shapes; the eager
+    `function` if compiling fails."""
+    # Compile the undecorated body and enter no_grad outside it: every no_grad-decorated
+    # function shares the decorator's code object, on which dynamo would otherwise key all
+    # of them (and soon hit its recompile limit).
+    compiled = torch.compile(inspect.unwrap(function), dynamic=False)
+    current = [compiled]
+
+    def call(*args: Any) -> Any:
+        if current[0] is function:
+            return function(*args)
+        try:
+            with torch.no_grad():
+                return current[0](*args)
+        except Exception as error:  # noqa: BLE001  (any backend failure: no compiler, …)
+            warnings.warn(f"torch.compile of {function.__name__} failed, running it eagerly "
+                          f"({type(error).__name__}: {str(error).splitlines()[0][:200]})",
+                          RuntimeWarning, stacklevel=2)
+            current[0] = function
+            return function(*args)
+
+    return call
