@@ -71,7 +71,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="allow writing into an existing non-empty --out")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="a learner setting, e.g. hidden=[64,64] or hand_gradients=false "
-                   "(DDPG/ReenGAGE: gradients by autograd instead of in closed form) "
+                   "(DDPG/ReenGAGE: gradients by autograd instead of in closed form) or "
+                   "compile=false (the closed form without torch.compile) "
                    "or networks.encoder_hidden=64, through_target_actor=false (goal sets); "
                    "repeatable")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
