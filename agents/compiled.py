@@ -3,8 +3,11 @@
 The functions of agents/hand_gradients.py are first-order, side-effect-light tensor code
 (no autograd graph), which inductor fuses well: the masks, bias sums and activations run
 inside fewer passes over the activations. Compilation happens at the first call in each
-process (seconds) and needs a working C++ compiler on CPU; where it fails, the learner
-warns once and carries on with the eager function, which computes the same loss.
+process (seconds; `DDPG.prepare` makes that call before training) and needs a working C++
+compiler on CPU (Triton on a GPU); where it fails, the learner warns once and carries on
+with the eager function, which computes the same loss. Compiled and eager results differ
+only in float32 rounding, and a population member still equals its seed alone bitwise
+(tests/test_hand_gradients.py, tests/test_compiled.py).
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ class DDPGConfig:
     numbers up to rounding, slower."""
     compile: bool = True
     """Compile the hand-written gradient functions with `torch.compile` (agents/compiled.py):
-    about 8 % faster training after a one-off compilation of 2-10 s when training starts
+    4-9 % faster training of a population after a one-off compilation of 2-10 s when
+    training starts
     (`DDPG.prepare`); where compiling fails it warns and runs eagerly. Applies only to the
     hand-written path (`hand_gradients`)."""
 
