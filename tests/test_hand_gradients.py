@@ -117,14 +117,9 @@ def test_actor_step_gradients_equal_autograds(hidden, goal_dim, action_l2):
     assert all(p.grad is None for p in learner.critic.parameters())  # the critic gets none
 
 
-def test_actor_step_gradients_match_finite_differences():
-    learner, b = _learner((6, 5), 2), _batch(2, seed=5)
-    net = learner.actor.net
-
-    def loss():
-        term = actor_step_gradients(net, learner.critic.net, b["obs"], b["goal"], 0.3)
-        return float(term.sum())
-
+def _assert_gradients_match_finite_differences(net, loss):
+    """`loss()` sets `net`'s `.grad` and returns the loss; central differences of the loss
+    in about 7 entries of every parameter must equal those gradients."""
     loss()
     analytic = {name: p.grad.clone() for name, p in net.named_parameters()}
     eps = 1e-6
@@ -143,6 +138,17 @@ def test_actor_step_gradients_match_finite_differences():
                                                                          abs=1e-7), name
             checked += 1
     assert checked > 30
+
+
+def test_actor_step_gradients_match_finite_differences():
+    learner, b = _learner((6, 5), 2), _batch(2, seed=5)
+    net = learner.actor.net
+
+    def loss():
+        term = actor_step_gradients(net, learner.critic.net, b["obs"], b["goal"], 0.3)
+        return float(term.sum())
+
+    _assert_gradients_match_finite_differences(net, loss)
 
 
 def test_critic_step_gradients_match_finite_differences():
@@ -156,24 +162,7 @@ def test_critic_step_gradients_match_finite_differences():
                                                target_dq_dg, b["reward"], 0.7)
         return float((value + 0.7 * term).sum())
 
-    loss()
-    analytic = {name: p.grad.clone() for name, p in net.named_parameters()}
-    eps = 1e-6
-    checked = 0
-    for name, p in net.named_parameters():
-        flat = p.data.view(-1)
-        for index in range(0, flat.numel(), max(1, flat.numel() // 7)):
-            original = float(flat[index])
-            flat[index] = original + eps
-            up = loss()
-            flat[index] = original - eps
-            down = loss()
-            flat[index] = original
-            numeric = (up - down) / (2 * eps)
-            assert analytic[name].view(-1)[index].item() == pytest.approx(numeric, rel=1e-5,
-                                                                         abs=1e-7), name
-            checked += 1
-    assert checked > 30
+    _assert_gradients_match_finite_differences(net, loss)
 
 
 @pytest.mark.parametrize("c", [0.0, 0.7])
