@@ -82,3 +82,27 @@ def test_a_failed_compilation_warns_once_and_runs_eagerly(monkeypatch):
         warnings.simplefilter("error")
         assert step(torch.ones(1)).tolist() == [2.0]
     assert calls == [False, False]  # the eager function, still without gradients
+
+
+def test_the_training_loop_prepares_the_learner_before_its_first_update(tmp_path, monkeypatch):
+    from reengage.cli import main
+
+    events = []
+    prepare, update = DDPG.prepare, DDPG.update
+
+    def recording_prepare(self, batch_size):
+        events.append(("prepare", batch_size))
+        return prepare(self, batch_size)
+
+    def recording_update(self, **batch):
+        events.append(("update", None))
+        return update(self, **batch)
+
+    monkeypatch.setattr(DDPG, "prepare", recording_prepare)
+    monkeypatch.setattr(DDPG, "update", recording_update)
+    assert main(["train", "--env", "ContinuousSeek", "--dim", "2", "--method", "ddpg_her",
+                 "--seeds", "0,1", "--steps", "60", "--learning-starts", "40",
+                 "--eval-every", "30", "--eval-episodes", "1", "--batch-size", "16",
+                 "--threads", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    assert events[0] == ("prepare", 16)
+    assert events.count(("prepare", 16)) == 1 and len(events) == 1 + 20
