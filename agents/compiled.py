@@ -19,6 +19,13 @@ from typing import Any
 
 import torch
 
+# Dynamo keys its cache on a function's code, which every learner of a process shares, and
+# each learner adds entries for its own shapes and constants. Past the default limit of 8
+# it would run further learners eagerly without a word, and eager rounds differently (a
+# population member would then no longer equal its seed alone). One learner per process,
+# as training runs, needs one entry per function; a test suite or a notebook sweep more.
+RECOMPILE_LIMIT = 256
+
 
 def compile_or_eager(function: Callable[..., Any]) -> Callable[..., Any]:
     """`function` (a `torch.no_grad` function) compiled for fixed shapes; the eager
@@ -26,6 +33,10 @@ def compile_or_eager(function: Callable[..., Any]) -> Callable[..., Any]:
     # Compile the undecorated body and enter no_grad outside it: every no_grad-decorated
     # function shares the decorator's code object, on which dynamo would otherwise key all
     # of them (and soon hit its recompile limit).
+    dynamo_config = torch._dynamo.config
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
     compiled = torch.compile(inspect.unwrap(function), dynamic=False)
     current = [compiled]
 
