@@ -30,13 +30,13 @@ RECOMPILE_LIMIT = 256
 def compile_or_eager(function: Callable[..., Any]) -> Callable[..., Any]:
     """`function` (a `torch.no_grad` function) compiled for fixed shapes; the eager
     `function` if compiling fails."""
-    # Compile the undecorated body and enter no_grad outside it: every no_grad-decorated
-    # function shares the decorator's code object, on which dynamo would otherwise key all
-    # of them (and soon hit its recompile limit).
     dynamo_config = torch._dynamo.config
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     dynamo_config.accumulated_recompile_limit = max(
         dynamo_config.accumulated_recompile_limit, 4 * RECOMPILE_LIMIT)
+    # Compile the undecorated body and enter no_grad outside it: every no_grad-decorated
+    # function shares the decorator's code object, on which dynamo would otherwise key all
+    # of them (and soon hit its recompile limit).
     compiled = torch.compile(inspect.unwrap(function), dynamic=False)
     current = [compiled]
 

@@ -47,9 +47,8 @@ class DDPGConfig:
     compile: bool = True
     """Compile the hand-written gradient functions with `torch.compile` (agents/compiled.py):
     4-9 % faster training of a population after a one-off compilation of 2-10 s when
-    training starts
-    (`DDPG.prepare`); where compiling fails it warns and runs eagerly. Applies only to the
-    hand-written path (`hand_gradients`)."""
+    training starts (`DDPG.prepare`); where compiling fails it warns and runs eagerly.
+    Applies only to the hand-written path (`hand_gradients`)."""
 
 
 class _GoalConditioned(nn.Module):
@@ -98,7 +97,8 @@ class DDPG(nn.Module):
         steps = (hand_gradients.target_and_goal_gradient, hand_gradients.critic_step_gradients,
                  hand_gradients.actor_step_gradients)
         self._by_hand = config.hand_gradients and len(config.hidden) > 0
-        if config.compile and self._by_hand:
+        self._compiled = config.compile and self._by_hand
+        if self._compiled:
             steps = tuple(compile_or_eager(step) for step in steps)
         self._target_and_goal_gradient, self._critic_step, self._actor_step = steps
         self._dims = (obs_dim, goal_dim, action_dim)
@@ -108,7 +108,7 @@ class DDPG(nn.Module):
         one-off cost falls before training rather than inside its first update. Runs them on
         a zero batch of the training shapes and discards the gradients: weights and
         optimiser state are untouched. Call it after moving the learner to its device."""
-        if not (self.config.compile and self._by_hand):
+        if not self._compiled:
             return
         parameter = next(self.parameters())
         obs_dim, goal_dim, action_dim = self._dims
