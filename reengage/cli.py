@@ -10,7 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, parse_seeds, parse_settings, validate
+from .config import (
+    HER_FUTURES,
+    HER_RELABELS,
+    INPUT_LAYOUTS,
+    ConfigError,
+    TrainConfig,
+    parse_seeds,
+    parse_settings,
+    validate,
+)
 from .paths import checkpoint_path
 from .registry import ENVS, METHODS
 from .workflow import import_plugins
@@ -55,6 +64,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="replay capacity in transitions per seed (default 1e6)")
     p.add_argument("--her-k", type=int, default=4,
                    help="HER relabelled goals per real goal (default 4: probability 0.8)")
+    p.add_argument("--her-future", default="next_to_final", choices=HER_FUTURES,
+                   help="the later states a HER goal is drawn from: next_to_final (default, "
+                   "Stable-Baselines3 2.x) or next_to_penultimate (SB3 1.3, the paper's "
+                   "release: never the final state, never the last transition)")
+    p.add_argument("--her-relabel", default="probability", choices=HER_RELABELS,
+                   help="relabel each sample with probability k/(k+1) (default), or exactly "
+                   "int(k/(k+1)*batch) samples of every batch as Stable-Baselines3 does")
+    p.add_argument("--inputs", default="sb3", choices=INPUT_LAYOUTS,
+                   help="network inputs: sb3 (default) = (achieved goal, desired goal, "
+                   "observation) as the paper's Stable-Baselines3 networks saw them; "
+                   "obs_goal = (observation, desired goal)")
     p.add_argument("--gamma", type=float, default=0.95, help="discount (default 0.95)")
     p.add_argument("--tau", type=float, default=0.005, help="polyak coefficient (default 0.005)")
     p.add_argument("--action-noise", type=float, default=0.03,
@@ -94,7 +114,8 @@ def _train(args: argparse.Namespace) -> int:
             steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
             eval_every=args.eval_every, eval_episodes=args.eval_episodes,
             learning_starts=args.learning_starts, buffer_size=args.buffer_size,
-            her_k=args.her_k, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
+            her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
+            inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
             threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
             extra=parse_settings(args.settings),
         )

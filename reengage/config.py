@@ -8,6 +8,19 @@ from typing import Any
 
 from .registry import ENVS, METHODS
 
+INPUT_LAYOUTS = ("sb3", "obs_goal")
+"""What the networks see: `sb3` is (achieved goal, desired goal, observation), the dict keys
+in sorted order as Stable-Baselines3's MultiInputPolicy concatenates them and the paper's
+runs saw them; `obs_goal` is (observation, desired goal), this harness's inputs before."""
+HER_FUTURES = ("next_to_final", "next_to_penultimate")
+"""Which later states HER `future` draws a relabelled goal from: `next_to_final` (SB3 2.x)
+from the next state to the episode's final one; `next_to_penultimate` (SB3 1.3, which the
+paper's release ran) never the final state, so an episode's last transition is never
+relabelled."""
+HER_RELABELS = ("probability", "exact")
+"""How many samples of a batch get a relabelled goal: each with probability k/(k+1), or
+exactly int(k/(k+1)·B) of them, as Stable-Baselines3 does."""
+
 
 class ConfigError(ValueError):
     """Bad user input. `option` names the offending flag or key path."""
@@ -34,6 +47,9 @@ class TrainConfig:
     learning_starts: int = 1000
     buffer_size: int = 1_000_000
     her_k: int = 4
+    her_future: str = "next_to_final"
+    her_relabel: str = "probability"
+    inputs: str = "sb3"
     gamma: float = 0.95
     tau: float = 0.005
     action_noise: float = 0.03
@@ -136,6 +152,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--lr", f"must be > 0 (got {cfg.lr})")
     if cfg.her_k < 0:
         raise ConfigError("--her-k", f"must be >= 0 (got {cfg.her_k})")
+    for option, value, allowed in (("--her-future", cfg.her_future, HER_FUTURES),
+                                   ("--her-relabel", cfg.her_relabel, HER_RELABELS),
+                                   ("--inputs", cfg.inputs, INPUT_LAYOUTS)):
+        if value not in allowed:
+            raise ConfigError(option, f"must be one of {', '.join(allowed)} (got {value!r})")
     if not 0 <= cfg.gamma <= 1:
         raise ConfigError("--gamma", f"must be in [0, 1] (got {cfg.gamma})")
     if not 0 < cfg.tau <= 1:

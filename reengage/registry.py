@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -83,6 +84,11 @@ class Method:
     """The learner takes one reward per goal item `[M, B, n_max]` (goal-set tasks)."""
     trains: bool = True
     """False for fixed policies (the greedy agent): no replay, no updates."""
+    runner: Callable[[Any, Path, bool], list[dict[str, Any]]] | None = None
+    """A training loop of the method's own, for an independent implementation that does not
+    fit the population interface (Stable-Baselines3): `runner(cfg, out, progress)` trains
+    every seed of the TrainConfig `cfg` and writes the same `out/seed<k>/progress.csv` and
+    `run.json` as the population loop; `build` is then never called."""
 
 
 METHODS: dict[str, Method] = {}
@@ -128,6 +134,16 @@ def build_greedy(spec: LearnerSpec) -> Learner:
     return GreedyLearner(n_max=spec.goal_dim // 3)
 
 
+def _no_builder(spec: LearnerSpec) -> Learner:
+    raise TypeError("this method trains through its own runner, not as a population learner")
+
+
+def _run_sb3(cfg: Any, out: Path, progress: bool) -> list[dict[str, Any]]:
+    from reengage.sb3_control import train_population
+
+    return train_population(cfg, out, progress)
+
+
 def _format_c(c: float | None) -> str:
     return f"{c:g}"
 
@@ -154,4 +170,10 @@ register_method(Method(
     name="greedy", build=build_greedy, takes_c=False, her=False, trains=False,
     label=lambda c: "Perfect greedy agent",
     description="steps toward the nearest present goal (NoisySeek); no training",
+))
+register_method(Method(
+    name="sb3_ddpg_her", build=_no_builder, takes_c=False, her=True, runner=_run_sb3,
+    label=lambda c: "SB3 DDPG+HER",
+    description="Stable-Baselines3's DDPG+HER on the same env, cell, seeds and evaluation "
+    "schedule: an independent implementation as a control column",
 ))

@@ -459,5 +459,8 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
 
     Tunes the process's malloc to keep freed memory (reengage/allocator.py): 2-7 % faster on
     CPU, at no cost in peak memory; `REENGAGE_MALLOC_TUNING=off` keeps glibc's defaults."""
+    runner = METHODS[cfg.method].runner
+    if runner is not None:  # an independent implementation with a loop of its own
+        return runner(cfg, out, progress)
     retain_freed_memory()
     return PopulationRun(cfg, out, progress, step_hook).run()
