@@ -16,6 +16,7 @@ from torch import nn
 from . import hand_gradients
 from .compiled import compile_or_eager
 from .ensemble import EnsembleMLP
+from .inputs import network_input
 from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
 from .optim import PopulationAdam
 
@@ -52,15 +53,17 @@ class DDPGConfig:
 
 
 class _GoalConditioned(nn.Module):
-    """Wraps an ensemble MLP so it takes (obs, goal[, action]) as separate tensors, which is
-    what lets the losses differentiate with respect to the goal alone."""
+    """Wraps an ensemble MLP so it takes (state, goal[, action]) as separate tensors, which
+    is what lets the losses differentiate with respect to the goal alone. The goal enters
+    the input at column `goal_at` of the state (agents/inputs.py)."""
 
-    def __init__(self, net: EnsembleMLP):
+    def __init__(self, net: EnsembleMLP, goal_at: int):
         super().__init__()
-        self.net = net
+        self.net, self.goal_at = net, goal_at
 
-    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat(parts, dim=-1))
+    def forward(self, state: torch.Tensor, goal: torch.Tensor, *rest: torch.Tensor
+                ) -> torch.Tensor:
+        return self.net(network_input(state, goal, self.goal_at, *rest))
 
 
 class DDPG(nn.Module):
@@ -74,17 +77,26 @@ class DDPG(nn.Module):
         action_dim: int,
         config: DDPGConfig,
         generators: list[torch.Generator],
+        goal_at: int | None = None,
     ):
+        """`obs_dim` is the width of the state the learner is given; the desired goal enters
+        the networks' input before state column `goal_at` (default: after the whole state).
+        With the state `(achieved goal, observation)` and `goal_at` = the achieved goal's
+        width, the input is Stable-Baselines3's `(achieved, desired, observation)`."""
         super().__init__()
         if len(generators) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(generators)}")
-        self.config, self.members = config, members
+        goal_at = obs_dim if goal_at is None else goal_at
+        if not 0 <= goal_at <= obs_dim:
+            raise ValueError(f"goal_at must be in [0, {obs_dim}], got {goal_at}")
+        self.config, self.members, self.goal_at = config, members, goal_at
         actor = EnsembleMLP(members, obs_dim + goal_dim, config.hidden, action_dim, nn.Tanh())
         critic = EnsembleMLP(members, obs_dim + goal_dim + action_dim, config.hidden, 1)
         for m, generator in enumerate(generators):
             actor.reset_member(m, generator)
             critic.reset_member(m, generator)
-        self.actor, self.critic = _GoalConditioned(actor), _GoalConditioned(critic)
+        self.actor = _GoalConditioned(actor, goal_at)
+        self.critic = _GoalConditioned(critic, goal_at)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         fused = config.fused_adam
@@ -123,10 +135,11 @@ class DDPG(nn.Module):
         if c > 0:
             target, target_dq_dg = self._target_and_goal_gradient(
                 self.critic_target.net, self.actor_target.net, obs, goal, reward,
-                self.config.gamma)
+                self.config.gamma, self.goal_at)
         self._critic_step(self.critic.net, obs, goal, zeros(action_dim), target, target_dq_dg,
-                          reward, c)
-        self._actor_step(self.actor.net, self.critic.net, obs, goal, self.config.action_l2)
+                          reward, c, self.goal_at)
+        self._actor_step(self.actor.net, self.critic.net, obs, goal, self.config.action_l2,
+                         self.goal_at)
         for p in self.parameters():
             p.grad = None
 
@@ -152,7 +165,7 @@ class DDPG(nn.Module):
         if by_hand and use_goal_gradient:
             target, target_dq_dg = self._target_and_goal_gradient(
                 self.critic_target.net, self.actor_target.net, next_obs, goal, reward,
-                self.config.gamma,
+                self.config.gamma, self.goal_at,
             )
         else:
             target, target_dq_dg = td_target_and_goal_gradient(
@@ -165,6 +178,7 @@ class DDPG(nn.Module):
         if by_hand:
             q, value_term, gradient_term = self._critic_step(
                 self.critic.net, obs, goal, action, target, target_dq_dg, reward, c,
+                self.goal_at,
             )
         else:
             if use_goal_gradient:
@@ -181,6 +195,7 @@ class DDPG(nn.Module):
         if by_hand:
             actor_term = self._actor_step(
                 self.actor.net, self.critic.net, obs, goal, self.config.action_l2,
+                self.goal_at,
             )
         else:
             pi = self.actor(obs, goal)

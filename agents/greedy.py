@@ -88,14 +88,17 @@ def greedy_mean_return(
 
 class GreedyLearner:
     """The greedy agent behind the harness's learner interface: it acts on flattened goal
-    sets `[M, n, n_max * 3]` and never trains (its method is registered with trains=False)."""
+    sets `[M, n, n_max * 3]` and never trains (its method is registered with trains=False).
+    The position is the observation's first two entries, which start at state column
+    `position_at` (after the achieved cell when the state leads with it)."""
 
-    def __init__(self, n_max: int):
-        self.n_max = n_max
+    def __init__(self, n_max: int, position_at: int = 0):
+        self.n_max, self.position_at = n_max, position_at
 
     def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         goal_set = goal.reshape(*goal.shape[:-1], self.n_max, 3)
-        action = greedy_action(obs[..., :2].cpu().numpy(), goal_set.cpu().numpy())
+        position = obs[..., self.position_at:self.position_at + 2]
+        action = greedy_action(position.cpu().numpy(), goal_set.cpu().numpy())
         return torch.as_tensor(action, device=obs.device)
 
     def update(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .ensemble import EnsembleMLP
+from .inputs import goal_columns, network_input
 from .losses import goal_gradient_loss, td_loss
 
 _relu_backward = torch.ops.aten.threshold_backward
@@ -114,22 +115,27 @@ def target_and_goal_gradient(
     goal: torch.Tensor,
     reward: torch.Tensor,
     gamma: float,
+    goal_at: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`T = R + γ Q'(s', π'(s', g), g)` and `∇_g T`, as
     `losses.td_target_and_goal_gradient(..., with_goal_gradient=True)` returns them: the
-    gradient runs through the target critic directly and through the target action."""
+    gradient runs through the target critic directly and through the target action. The
+    goal enters the inputs before state column `goal_at` (agents/inputs.py; default: after
+    the state)."""
     _require_tanh_actor(actor)
     obs_dim, goal_dim = next_obs.shape[-1], goal.shape[-1]
-    pre_action, actor_hidden = mlp_forward(actor, torch.cat([next_obs, goal], dim=-1))
+    goal_at = obs_dim if goal_at is None else goal_at
+    pre_action, actor_hidden = mlp_forward(actor, network_input(next_obs, goal, goal_at))
     action = torch.tanh(pre_action)
-    q_next, critic_hidden = mlp_forward(critic, torch.cat([next_obs, goal, action], dim=-1))
-    # Only the goal's and the action's columns: the observation's gradient is not used.
-    dq_dgoal_action, _ = mlp_input_gradient(critic, critic_hidden, torch.ones_like(q_next),
-                                            slice(obs_dim, None))
-    dq_dg = dq_dgoal_action[..., :goal_dim]
-    dq_dpre_action = dq_dgoal_action[..., goal_dim:] * (1 - action * action)
+    q_next, critic_hidden = mlp_forward(critic, network_input(next_obs, goal, goal_at, action))
+    # From the goal's first column on: the goal, the state after it, the action. The state
+    # before the goal is skipped; the state after it (if any) is computed but not used.
+    dq_dinputs, _ = mlp_input_gradient(critic, critic_hidden, torch.ones_like(q_next),
+                                       slice(goal_at, None))
+    dq_dg = dq_dinputs[..., :goal_dim]
+    dq_dpre_action = dq_dinputs[..., goal_dim + obs_dim - goal_at:] * (1 - action * action)
     through_action, _ = mlp_input_gradient(actor, actor_hidden, dq_dpre_action,
-                                           slice(obs_dim, obs_dim + goal_dim))
+                                           goal_columns(goal_at, goal_dim))
     dq_dg = dq_dg + through_action
     return reward.unsqueeze(-1) + gamma * q_next, gamma * dq_dg
 
@@ -144,17 +150,21 @@ def critic_step_gradients(
     target_dq_dg: torch.Tensor | None,
     reward: torch.Tensor,
     c: float,
+    goal_at: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sets the critic's `.grad` to the gradient of `Σ_members (td_loss + c · goal-gradient
     loss)` and returns `(q, td_loss, goal-gradient loss)` per member, as the autograd path
     in `DDPG.update` computes them. With `target_dq_dg=None` (DDPG, c = 0) it is the TD
-    term's ordinary backward and the goal-gradient loss is zero."""
+    term's ordinary backward and the goal-gradient loss is zero. The goal enters the input
+    before state column `goal_at` (default: after the state)."""
     layers = critic.layers
     if len(layers) < 2 or layers[-1].out_features != 1:
         raise ValueError("the hand-written critic step needs a hidden layer and one output")
     if target_dq_dg is None and c != 0:
         raise ValueError(f"c = {c} needs the target's goal gradient")
-    q, hidden = mlp_forward(critic, torch.cat([obs, goal, action], dim=-1))
+    obs_dim = obs.shape[-1]
+    goal_at = obs_dim if goal_at is None else goal_at
+    q, hidden = mlp_forward(critic, network_input(obs, goal, goal_at, action))
     value_term = td_loss(q, target)
     # The derivative of the TD term with respect to q (the mean of losses.td_loss).
     grad_q = (q - target) * (2.0 / (q.shape[1] * q.shape[-1]))
@@ -163,8 +173,8 @@ def critic_step_gradients(
         _set_gradients(critic, weight_grads, bias_grads)
         return q, value_term, torch.zeros(q.shape[0], dtype=q.dtype, device=q.device)
 
-    obs_dim, goal_dim, batch = obs.shape[-1], goal.shape[-1], obs.shape[1]
-    goal_rows = slice(obs_dim, obs_dim + goal_dim)
+    goal_dim, batch = goal.shape[-1], obs.shape[1]
+    goal_rows = goal_columns(goal_at, goal_dim)
     dq_dg, masked = mlp_input_gradient(critic, hidden, torch.ones_like(q), goal_rows)
     gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
     gate = -reward
@@ -205,15 +215,18 @@ def actor_step_gradients(
     obs: torch.Tensor,
     goal: torch.Tensor,
     action_l2: float = 0.0,
+    goal_at: int | None = None,
 ) -> torch.Tensor:
     """Sets the actor's `.grad` to the gradient of `Σ_members actor_term` and returns the
     per-member `actor_term = −mean Q(s, π(s, g), g) + action_l2 · mean π²` (π before
     exploration noise), as the autograd path in `DDPG.update` computes it. The critic's
-    gradient is taken with respect to the action's columns only and its weights get none."""
+    gradient is taken with respect to the action's columns only and its weights get none.
+    The goal enters the inputs before state column `goal_at` (default: after the state)."""
     _require_tanh_actor(actor)
-    pre_action, actor_hidden = mlp_forward(actor, torch.cat([obs, goal], dim=-1))
+    goal_at = obs.shape[-1] if goal_at is None else goal_at
+    pre_action, actor_hidden = mlp_forward(actor, network_input(obs, goal, goal_at))
     pi = torch.tanh(pre_action)
-    q, critic_hidden = mlp_forward(critic, torch.cat([obs, goal, pi], dim=-1))
+    q, critic_hidden = mlp_forward(critic, network_input(obs, goal, goal_at, pi))
     batch = q.shape[1]
     actor_term = -q.mean(dim=(1, 2))
     action_columns = slice(obs.shape[-1] + goal.shape[-1], None)

@@ -28,16 +28,26 @@ class Batch:
     goal: np.ndarray
     reward: np.ndarray
     relabelled: np.ndarray
+    achieved: np.ndarray
+    """The achieved goal at `obs` (the networks may see it: `inputs: sb3`)."""
+    next_achieved: np.ndarray
+    """The achieved goal at `next_obs`, from which the reward was computed."""
 
 
 class EpisodeReplay:
     """Ring buffer of complete episodes for `members` learners trained in lockstep.
 
     `her_k` relabelled goals per real one gives a relabelling probability k/(k+1)
-    (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does. `achieved_dim` differs
-    from `goal_dim` only where a goal is a set (HER is then off). `achieved_in_obs` says
-    the achieved goal is the observation's first `achieved_dim` entries (ContinuousSeek):
-    it is then a view of the stored observations, not a second copy.
+    (0.8 for k = 4), as Stable-Baselines3's HerReplayBuffer does; `her_relabel="exact"`
+    relabels exactly int(k/(k+1)·B) samples of each batch, as SB3 itself does, instead of
+    each sample with that probability. `her_future` says which later states a relabelled
+    goal comes from: `next_to_final` (SB3 2.x) any state after the transition's, the
+    episode's final one included; `next_to_penultimate` (SB3 1.3, the paper's release)
+    never the final state, so an episode's last transition is never relabelled.
+    `achieved_dim` differs from `goal_dim` only where a goal is a set (HER is then off).
+    `achieved_in_obs` says the achieved goal is the observation's first `achieved_dim`
+    entries (ContinuousSeek): it is then a view of the stored observations, not a second
+    copy.
     """
 
     def __init__(
@@ -53,6 +63,8 @@ class EpisodeReplay:
         her_k: int = 4,
         achieved_dim: int | None = None,
         achieved_in_obs: bool = False,
+        her_future: str = "next_to_final",
+        her_relabel: str = "probability",
     ):
         if len(rngs) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(rngs)}")
@@ -60,6 +72,12 @@ class EpisodeReplay:
         self.capacity = max(1, capacity_steps // episode_steps)
         self.reward_fn, self.rngs = reward_fn, rngs
         self.relabel_probability = her_k / (her_k + 1) if her_k > 0 else 0.0
+        if her_future not in ("next_to_final", "next_to_penultimate"):
+            raise ValueError(f"unknown her_future {her_future!r}")
+        if her_relabel not in ("probability", "exact"):
+            raise ValueError(f"unknown her_relabel {her_relabel!r}")
+        self.final_goal = her_future == "next_to_final"
+        self.exact_fraction = her_relabel == "exact"
         achieved_dim = goal_dim if achieved_dim is None else achieved_dim
         if self.relabel_probability and achieved_dim != goal_dim:
             raise ValueError("HER relabelling needs achieved and desired goals of one size")
@@ -151,13 +169,24 @@ class EpisodeReplay:
         step = np.empty((M, B), np.int64)
         relabel = np.empty((M, B), bool)
         uniform = np.empty((M, B))
+        p = self.relabel_probability
+        # SB3 relabels the first int(p·B) samples of a batch; samples are exchangeable.
+        exact = np.arange(B) < int(p * B)
+        # Without the final state a one-step episode has no future to relabel with.
+        last_step = T if self.final_goal else T - 1
         for m, rng in enumerate(self.rngs):
             episode[m] = rng.integers(0, self.size, B)
-            step[m] = rng.integers(0, T, B)
-            relabel[m] = rng.random(B) < self.relabel_probability
+            if self.final_goal:
+                step[m] = rng.integers(0, T, B)
+                relabel[m] = exact if self.exact_fraction else rng.random(B) < p
+            else:  # draws in another order: which samples are relabelled decides their step
+                relabel[m] = exact if self.exact_fraction else rng.random(B) < p
+                relabel[m] &= last_step > 0
+                step[m] = rng.integers(0, np.where(relabel[m], last_step, T))
             uniform[m] = rng.random(B)
-        # `future`: the achieved goal at the next state or a later one of the episode.
-        future = step + 1 + np.floor(uniform * (T - step)).astype(np.int64)
+        # `future`: the achieved goal at the next state or a later one of the episode, up to
+        # the final state (index T) or the one before it (T - 1).
+        future = step + 1 + np.floor(uniform * np.maximum(last_step - step, 0)).astype(np.int64)
         # Gathers go through flat row indices into 2-D views: `take` on rows is several
         # times faster than indexing with three index arrays, most of all on a full buffer.
         episode += np.arange(M)[:, None] * self.capacity  # now counted across members
@@ -167,9 +196,10 @@ class EpisodeReplay:
         obs, next_obs = obs_rows.take(now, axis=0), obs_rows.take(now + 1, axis=0)
         if self._achieved_rows is None:  # the achieved goal leads the observation
             width = self.achieved.shape[-1]
-            next_achieved = next_obs[..., :width]
+            achieved, next_achieved = obs[..., :width], next_obs[..., :width]
             future_achieved = obs_rows.take(first_obs + future, axis=0)[..., :width]
         else:
+            achieved = self._achieved_rows.take(now, axis=0)
             next_achieved = self._achieved_rows.take(now + 1, axis=0)
             future_achieved = self._achieved_rows.take(first_obs + future, axis=0)
         goal = self._desired_rows.take(episode, axis=0)
@@ -182,4 +212,6 @@ class EpisodeReplay:
             goal=goal,
             reward=self.reward_fn(next_achieved, goal).astype(np.float32),
             relabelled=relabel,
+            achieved=achieved,
+            next_achieved=next_achieved,
         )

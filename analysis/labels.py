@@ -12,6 +12,11 @@ import math
 # The baseline every comparison is made against, by method name (configurable on each CLI).
 DEFAULT_BASELINE = "ddpg_her"
 
+# Control columns: an independent implementation of one of our methods -> that method. A
+# control checks our implementation (is ours inside its interval?); it is never a contender
+# in a claim's comparison.
+CONTROLS = {"sb3_ddpg_her": "ddpg_her"}
+
 # A method with its coefficient is one "variant" (`reengage_her` at c = 0.2 and at c = 0.3 are
 # two curves). `c` is missing for methods without one, and pandas drops missing keys from
 # group-bys by default, so every stage groups by the `variant` string instead of (method, c).

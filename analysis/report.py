@@ -27,6 +27,10 @@ A claim made of several parts is supported if every covered part is, not support
 is, inconclusive otherwise. Diverged seeds are left out of the statistics; the report shows
 how many there were beside every comparison.
 
+A control column (an independent implementation of one of our methods, `labels.CONTROLS`:
+Stable-Baselines3's DDPG+HER for our DDPG+HER) enters no claim: each experiment's section
+says per d whether our method's IQM AUC lies inside, above or below the control's interval.
+
 Usage:
     python -m reengage.analysis.report --tables results/tables --figures results/figures \
         --out results/report.md [--theory results/tables/theory_slopes.csv] [--note TEXT]
@@ -52,7 +56,7 @@ from reengage.analysis.aggregate import (
     require_suffix,
     run_cli,
 )
-from reengage.analysis.labels import metric_name
+from reengage.analysis.labels import CONTROLS, dim_name, metric_name
 from reengage.analysis.runtime import PAPER_RATIO_RANGE, RUNTIME_COLUMNS
 from reengage.analysis.select import read_selection
 from reengage.analysis.stats import STATS_COLUMNS
@@ -587,8 +591,59 @@ def _experiment_section(e: Experiment, out_dir: Path) -> list[str]:
                   "repetitions; diverged seeds left out):", "",
                   *_table(["env", "d", "method", "IQM AUC", "IQM final", "seeds per d",
                            "diverged", "note"], body), ""]
+    if e.stats is not None and not e.stats.empty:
+        lines += _control_lines(e.stats)
     if e.runtime_md:
         lines += ["Runtime:", "", e.runtime_md.strip(), ""]
+    return lines
+
+
+def control_position(estimate: float, low: float, high: float) -> str:
+    """Where our estimate lies against the control's interval: inside, above or below."""
+    if any(pd.isna(x) for x in (estimate, low, high)):
+        return "–"
+    if estimate > high:
+        return "above"
+    if estimate < low:
+        return "below"
+    return "inside"
+
+
+def _control_lines(stats: pd.DataFrame) -> list[str]:
+    """'Independent implementation': per d, our method's IQM AUC beside the control's
+    (CONTROLS), and whether ours lies inside the control's 95 % interval. A control checks
+    our implementation; it takes no part in the claims (their comparisons pick methods by
+    name, and a control is neither a treatment nor a baseline there)."""
+    iqm = stats[(stats["statistic"] == "iqm") & (stats["score"] == "auc")
+                & (stats["scope"] == "d")]
+    lines: list[str] = []
+    for control, ours in CONTROLS.items():
+        theirs_rows, our_rows = iqm[iqm["method"] == control], iqm[iqm["method"] == ours]
+        body = []
+        for (env, dim), theirs in theirs_rows.groupby(["env", "dim"], sort=True):
+            mine = our_rows[(our_rows["env"] == env) & (our_rows["dim"] == dim)]
+            if mine.empty:
+                continue
+            m, t = mine.iloc[0], theirs.iloc[0]
+            body.append([env, f"{dim_name(str(env))} = {int(dim)}", _ci(m), _ci(t),
+                         control_position(m["estimate"], t["ci_low"], t["ci_high"]),
+                         f"{int(m['n_runs'])} / {int(t['n_runs'])}"])
+        if not body:
+            continue
+        our_label, their_label = our_rows["label"].iloc[0], theirs_rows["label"].iloc[0]
+        lines += ["#### Independent implementation", "",
+                  f"{their_label} is a control: another implementation of {our_label} on the "
+                  "same env, grid, seeds and evaluation episodes (each with its own best "
+                  "batch × lr cell). IQM of the normalised AUC per d, 95 % CIs:", "",
+                  *_table(["env", "d", f"{our_label} (ours)", their_label,
+                           f"ours vs {their_label}'s CI", "seeds (ours / control)"], body),
+                  "",
+                  f"*Inside* means our {our_label} scores what {their_label} does at that d, as "
+                  "far as these seeds can tell: the claims' baseline behaves as the reference "
+                  "implementation (the one the paper ran) does; *above* or *below* means ours "
+                  "learns faster or slower than it, a difference to understand before reading "
+                  "the claims (run.json's `implementation` entry lists what "
+                  f"{their_label} does differently). The control enters no verdict.", ""]
     return lines
 
 

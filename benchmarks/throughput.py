@@ -61,6 +61,8 @@ class Setting:
     threads: int = 2
     learner_settings: dict[str, Any] = field(default_factory=dict)
     """Extra settings of our learners (`--set`), e.g. {"fused_adam": False}; SB3 ignores them."""
+    inputs: str = "sb3"
+    """Our networks' input layout (`reengage train --inputs`); sb3 is what SB3's networks see."""
 
 
 # --------------------------------------------------------------------------------------
@@ -88,6 +90,7 @@ def update_flops(
     batch: int,
     population: int = 1,
     hand_gradients: bool = True,
+    inputs: str = "obs_goal",
 ) -> int:
     """Matmul FLOPs of one update of `population` members (acting is not counted).
 
@@ -128,9 +131,13 @@ def update_flops(
     """
     if contender == "gemm_ceiling":
         return 0
-    if contender == "sb3_ddpg_her":
+    # Under `inputs` sb3 our networks see what SB3's see; the observation then follows the
+    # goal, and the target's input gradient over "the goal's columns on" covers it too.
+    after_goal = 0
+    if contender == "sb3_ddpg_her" or (contender in OURS and inputs == "sb3"):
         actor = mlp_layers(obs_dim + 2 * goal_dim, hidden, action_dim)
         critic = mlp_layers(obs_dim + 2 * goal_dim + action_dim, hidden, 1)
+        after_goal = obs_dim
     elif contender in OURS:
         actor = mlp_layers(obs_dim + goal_dim, hidden, action_dim)
         critic = mlp_layers(obs_dim + goal_dim + action_dim, hidden, 1)
@@ -147,7 +154,8 @@ def update_flops(
     elif contender == "reengage_her":
         if hand:
             per_member = (5 * a - 2 * a1 + 8 * c - 4 * c1 - c_last
-                          + (3 * goal_dim + 2 * action_dim) * c1_column + goal_dim * a1_column)
+                          + (3 * goal_dim + 2 * action_dim + after_goal) * c1_column
+                          + goal_dim * a1_column)
         else:
             per_member = 5 * a - a1 + 10 * c - c_last
     else:
@@ -246,7 +254,7 @@ def _measure_ours(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         lr=s.lr, eval_every=eval_every, eval_episodes=1, learning_starts=s.warmup,
         buffer_size=s.buffer_size, her_k=s.her_k, gamma=s.gamma, tau=s.tau,
         action_noise=s.action_noise, threads=s.threads, device="cpu",
-        extra={"hidden": tuple(s.hidden), **s.learner_settings},
+        extra={"hidden": tuple(s.hidden), **s.learner_settings}, inputs=s.inputs,
     )
     validate(cfg)
     with tempfile.TemporaryDirectory() as out:
@@ -446,7 +454,8 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
         per_seed = [steps / runs[r][1]["seconds"] for r in repeats]
         seed_steps = [processes * population * v for v in per_seed]
         flops = update_flops(contender, d, d, d, setting.hidden, setting.batch_size,
-                             hand_gradients=setting.learner_settings.get("hand_gradients", True))
+                             hand_gradients=setting.learner_settings.get("hand_gradients", True),
+                             inputs=setting.inputs)
         gflops = [v * flops / 1e9 for v in seed_steps]
         record.update({
             "timed_steps": steps,
@@ -613,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of our learners for an A/B run, e.g. fused_adam=false "
                         "(repeatable; Stable-Baselines3 is unaffected)")
+    p.add_argument("--inputs", choices=("sb3", "obs_goal"), default="sb3",
+                   help="our networks' inputs (reengage train --inputs; default sb3, what "
+                        "Stable-Baselines3's networks see)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -644,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setting = Setting(dim=args.dim, batch_size=args.batch_size, hidden=tuple(args.hidden),
                       c=args.c, warmup=args.warmup, threads=args.threads,
-                      learner_settings=learner_settings)
+                      learner_settings=learner_settings, inputs=args.inputs)
     rounds = plan(args.contenders, populations, steps, repeats, setting, args.gemm_size,
                   gemm_reps=3 if args.quick else 5)
     load_before = os.getloadavg()
@@ -682,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_steps_per_s_max": None, "gflops_median": None, "peak_rss_mb": None,
         "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
         "learner_settings": learner_settings, "processes": args.processes,
+        "inputs": args.inputs,
         "load_avg_before": list(load_before),
         "load_avg_after": list(load_after), "wall_time_s": time.time() - started,
         "cpu_count": os.cpu_count(), "machine": platform.machine(),

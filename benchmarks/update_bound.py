@@ -69,19 +69,25 @@ def product_flops(products: list[Product]) -> int:
 
 def make_update(method: str, population: int, dim: int, hidden: tuple[int, ...],
                 batch: int, compile: bool = True) -> Callable[[], object]:
-    """A closure running one update of a fresh population on a fixed random batch."""
+    """A closure running one update of a fresh population on a fixed random batch, with the
+    default inputs (`inputs: sb3`): the state is (achieved goal, observation), the goal
+    enters after the achieved goal."""
     c = 0.2 if method == "reengage_her" else 0.0
     generators = [torch.Generator().manual_seed(m) for m in range(population)]
-    learner = DDPG(population, dim, dim, dim,
-                   DDPGConfig(goal_gradient_coef=c, hidden=hidden, compile=compile), generators)
+    learner = DDPG(population, 2 * dim, dim, dim,
+                   DDPGConfig(goal_gradient_coef=c, hidden=hidden, compile=compile), generators,
+                   goal_at=dim)
     learner.prepare(batch)
     data = torch.Generator().manual_seed(0)
 
-    def x() -> torch.Tensor:
-        return torch.rand(population, batch, dim, generator=data) * 2 - 1
+    def x(width: int = dim) -> torch.Tensor:
+        return torch.rand(population, batch, width, generator=data) * 2 - 1
 
     reward = -(torch.rand(population, batch, generator=data) < 0.9).float()
-    batch_tensors = {"obs": x(), "action": x(), "next_obs": x(), "goal": x(), "reward": reward}
+    position, next_position = x(), x()  # ContinuousSeek: the achieved goal is the position
+    batch_tensors = {"obs": torch.cat([position, position], -1), "action": x(),
+                     "next_obs": torch.cat([next_position, next_position], -1), "goal": x(),
+                     "reward": reward}
     return lambda: learner.update(**batch_tensors)
 
 

@@ -126,7 +126,9 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--out", f"{out} exists and is not a directory")
         if args.restart:
             checkpoint.unlink(missing_ok=True)
-        resuming = checkpoint.exists()
+        # A population loop's checkpoint, or the finished seeds a runner of its own kept
+        # (reengage/sb3_control.py).
+        resuming = checkpoint.exists() or checkpoint.with_suffix(".sb3").is_dir()
         if out.is_dir() and any(out.iterdir()) and not (resuming or args.force or args.restart):
             raise ConfigError(
                 "--out", f"{out} is not empty; choose another directory or pass --force "

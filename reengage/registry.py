@@ -51,6 +51,14 @@ class LearnerSpec:
     c: float | None
     generators: list[torch.Generator]
     extra: dict[str, Any] = field(default_factory=dict)
+    achieved_dim: int = 0
+    """The state's leading columns that hold the achieved goal (0 when the state is the
+    observation alone): the state a learner is given is `(achieved goal, observation)` under
+    `inputs: sb3` and the observation under `inputs: obs_goal`. `obs_dim` is its width."""
+    goal_at: int | None = None
+    """Where a network that takes the goal beside the state puts it: before state column
+    `goal_at` (`achieved_dim` under `inputs: sb3`, giving Stable-Baselines3's order), or
+    after the whole state when None (agents/inputs.py)."""
 
 
 class Learner(Protocol):
@@ -110,7 +118,7 @@ def build_ddpg(spec: LearnerSpec) -> Learner:
         goal_gradient_coef=spec.c or 0.0, **spec.extra,
     )
     return DDPG(spec.members, spec.obs_dim, spec.goal_dim, spec.action_dim, config,
-                spec.generators)
+                spec.generators, goal_at=spec.goal_at)
 
 
 def build_multi_goal(spec: LearnerSpec) -> Learner:
@@ -131,7 +139,7 @@ def build_multi_goal(spec: LearnerSpec) -> Learner:
 def build_greedy(spec: LearnerSpec) -> Learner:
     from reengage.agents.greedy import GreedyLearner
 
-    return GreedyLearner(n_max=spec.goal_dim // 3)
+    return GreedyLearner(n_max=spec.goal_dim // 3, position_at=spec.achieved_dim)
 
 
 def _no_builder(spec: LearnerSpec) -> Learner:

@@ -103,12 +103,23 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(x.shape[0], -1)
 
 
-def _split(obs: dict[str, np.ndarray], members: int, device: torch.device):
-    """Observation dict of `members * n` copies -> (obs, goal) tensors `[members, n, ...]`."""
+def learner_state(observation: np.ndarray, achieved: np.ndarray, inputs: str) -> np.ndarray:
+    """The state a learner is given (LearnerSpec.achieved_dim): `(achieved goal,
+    observation)` under `inputs: sb3`, so that the networks see Stable-Baselines3's
+    `(achieved_goal, desired_goal, observation)` once the goal is put after the achieved
+    goal; the observation alone under `inputs: obs_goal`."""
+    if inputs == "obs_goal":
+        return observation
+    return np.concatenate([achieved, observation], axis=-1, dtype=np.float32)
+
+
+def _split(obs: dict[str, np.ndarray], members: int, device: torch.device, inputs: str):
+    """Observation dict of `members * n` copies -> (state, goal) tensors `[members, n, ...]`."""
     def as_tensor(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(_flat(x), dtype=torch.float32, device=device).reshape(
             members, x.shape[0] // members, -1)
-    return as_tensor(obs["observation"]), as_tensor(obs["desired_goal"])
+    state = learner_state(obs["observation"], obs["achieved_goal"], inputs)
+    return as_tensor(state), as_tensor(obs["desired_goal"])
 
 
 class Evaluator:
@@ -119,7 +130,7 @@ class Evaluator:
         self.members, self.episodes = len(streams), cfg.eval_episodes
         self.steps = ENVS[cfg.env].episode_steps
         self.env = _make_vec(cfg, self.members * self.episodes)
-        self.device = device
+        self.device, self.inputs = device, cfg.inputs
         self.seeds: list[int] | None = [s for m in streams for s in m.eval_seeds]
 
     def __call__(self, learner: Learner) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +139,7 @@ class Evaluator:
         returns = np.zeros(self.env.num_envs)
         success = np.zeros(self.env.num_envs, dtype=bool)
         for _ in range(self.steps):
-            action = learner.act(*_split(obs, self.members, self.device))
+            action = learner.act(*_split(obs, self.members, self.device, self.inputs))
             action = action.reshape(self.env.num_envs, -1).cpu().numpy()
             obs, reward, _, _, info = self.env.step(action)
             returns += reward
@@ -198,14 +209,19 @@ class PopulationRun:
         self.env = _make_vec(cfg, self.members)
         space = self.env.single_observation_space
         obs_dim = space["observation"].shape[-1]
+        achieved_dim = space["achieved_goal"].shape[-1]
         goal_shape = space["desired_goal"].shape
         goal_dim = int(np.prod(goal_shape))
         self.action_dim = self.env.single_action_space.shape[-1]
+        # The learner's state leads with the achieved goal under `inputs: sb3`, and its
+        # networks put the desired goal right after it (agents/inputs.py).
+        leading = achieved_dim if cfg.inputs == "sb3" else 0
         try:
             self.learner = self.method.build(LearnerSpec(
-                members=self.members, obs_dim=obs_dim, goal_dim=goal_dim,
+                members=self.members, obs_dim=leading + obs_dim, goal_dim=goal_dim,
                 action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
                 generators=[s.init for s in self.streams], extra=dict(cfg.extra),
+                achieved_dim=leading, goal_at=leading if leading else None,
             ))
         except TypeError as error:  # a --set key the method's configuration does not have
             raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
@@ -225,8 +241,9 @@ class PopulationRun:
             self.members, capacity, self.T, obs_dim, goal_dim, self.action_dim,
             reward_fn=reward_fn, rngs=[s.replay for s in self.streams],
             her_k=cfg.her_k if self.method.her else 0,
-            achieved_dim=space["achieved_goal"].shape[-1],
+            achieved_dim=achieved_dim,
             achieved_in_obs=ENVS[cfg.env].achieved_in_obs,
+            her_future=cfg.her_future, her_relabel=cfg.her_relabel,
         )
         self.evaluate = Evaluator(cfg, self.streams, self.device)
         self.meter = LossMeter(self.members, self.device)
@@ -294,7 +311,8 @@ class PopulationRun:
                 action = np.stack([s.exploration.uniform(-1.0, 1.0, self.action_dim)
                                    for s in streams])
             else:
-                action = self.learner.act(*_split(obs, self.members, self.device))
+                action = self.learner.act(*_split(obs, self.members, self.device,
+                                                  cfg.inputs))
                 action = action.reshape(self.members, -1).cpu().numpy()
                 if self.method.trains:
                     noise = np.stack([s.exploration.normal(0.0, cfg.action_noise,
@@ -311,8 +329,12 @@ class PopulationRun:
 
     def _update(self) -> None:
         batch = self.replay.sample(self.cfg.batch_size)
-        tensors = {k: torch.as_tensor(getattr(batch, k), device=self.device)
-                   for k in ("obs", "action", "next_obs", "goal", "reward")}
+        inputs = self.cfg.inputs
+        arrays = {"obs": learner_state(batch.obs, batch.achieved, inputs),
+                  "action": batch.action,
+                  "next_obs": learner_state(batch.next_obs, batch.next_achieved, inputs),
+                  "goal": batch.goal, "reward": batch.reward}
+        tensors = {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
         values = self.learner.update(**tensors)
         self.meter.add(values)
         self.updates_since_log += 1

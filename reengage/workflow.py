@@ -205,9 +205,15 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
         options.append(f"--c {format_number(cell.c)}")
     if "action_noise" in exp:
         options.append(f"--action-noise {exp['action_noise']}")
+    # Passed only where the experiment sets them, so that adding these keys to the schema
+    # left every existing job's command (and Snakemake's record of it) unchanged.
+    for key in ("inputs", "her_future", "her_relabel"):
+        if key in exp:
+            options.append(f"--{key.replace('_', '-')} {exp[key]}")
     options += [f"--plugin {module}" for module in config["plugins"]]
-    options += [f"--set {shlex.quote(f'{key}={value}')}"
-                for key, value in _dotted(exp["settings"]).items()]
+    method = next(m for m in exp["methods"] if m["name"] == cell.method)
+    settings = {**_dotted(exp["settings"]), **_dotted(method.get("settings", {}))}
+    options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]
     if config["wandb"]["enabled"]:
         group = cell.run_dir("").strip("/").removeprefix("runs/")
         options.append(f"--wandb-project {config['wandb']['project']} --wandb-group {group}")

@@ -83,26 +83,30 @@ class MatmulFlops(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize("inputs", ["sb3", "obs_goal"])
 @pytest.mark.parametrize("c,hand_gradients,last_layer_passes",
                          [(0.0, True, 6), (0.0, False, 6), (0.3, False, 9), (0.3, True, 7)])
-def test_flop_count_matches_dispatched_products(c, hand_gradients, last_layer_passes):
+def test_flop_count_matches_dispatched_products(c, hand_gradients, last_layer_passes, inputs):
     members, batch, obs, goal, action, hidden = 2, 16, 3, 4, 2, (8, 8)
     gens = [torch.Generator().manual_seed(m) for m in range(members)]
     # Eager (compile=False): a compiled update calls its products from generated code.
     config = DDPGConfig(goal_gradient_coef=c, hidden=hidden, hand_gradients=hand_gradients,
                         compile=False)
-    learner = DDPG(members, obs, goal, action, config, gens)
+    # Under sb3 the state is (achieved goal, observation) and the goal follows the achieved.
+    state = obs + goal if inputs == "sb3" else obs
+    learner = DDPG(members, state, goal, action, config, gens,
+                   goal_at=goal if inputs == "sb3" else None)
     rng = torch.Generator().manual_seed(0)
 
     def x(k):
         return torch.randn(members, batch, k, generator=rng)
 
     with MatmulFlops() as counter:
-        learner.update(obs=x(obs), action=x(action).clamp(-1, 1), next_obs=x(obs),
+        learner.update(obs=x(state), action=x(action).clamp(-1, 1), next_obs=x(state),
                        goal=x(goal), reward=-torch.ones(members, batch))
     method = "reengage_her" if c else "ddpg_her"
     analytic = update_flops(method, obs, goal, action, hidden, batch, population=members,
-                            hand_gradients=hand_gradients)
+                            hand_gradients=hand_gradients, inputs=inputs)
     # The critic's one-column output layer is a product-and-sum, not a dispatched matmul.
     one_column = 2 * batch * hidden[-1] * members * last_layer_passes
     assert sum(counter.flops.values()) == analytic - one_column
@@ -213,7 +217,7 @@ def test_update_bound_records_every_product_of_an_update(tmp_path):
     records = {r["contender"]: r for r in json.loads(out.read_text())}
     for method, last_layer_passes in (("ddpg_her", 6), ("reengage_her", 7)):
         r = records[method]
-        analytic = update_flops(method, 3, 3, 3, (8, 8), 16, population=2)
+        analytic = update_flops(method, 3, 3, 3, (8, 8), 16, population=2, inputs="sb3")
         one_column = 2 * 16 * 8 * 2 * last_layer_passes  # product-and-sum, not a matmul
         assert round(r["product_gflop"] * 1e9) == analytic - one_column
         assert r["update_ms_median"] > 0 and r["products_ms_median"] > 0

@@ -185,3 +185,77 @@ def test_sampled_rows_are_the_drawn_transitions_of_each_member(achieved_in_obs):
         np.testing.assert_array_equal(
             batch.reward[m],
             continuous_seek_reward(replay.achieved[m, episode, step + 1], goal))
+        np.testing.assert_array_equal(batch.achieved[m], replay.achieved[m, episode, step])
+        np.testing.assert_array_equal(batch.next_achieved[m],
+                                      replay.achieved[m, episode, step + 1])
+
+
+def _counting_episode(her_future="next_to_final", her_relabel="probability", seed=0):
+    """One episode whose achieved goal at state t is t, and a desired goal never reached."""
+    replay = EpisodeReplay(1, 1000, T, 1, 1, 1, continuous_seek_reward,
+                           [np.random.default_rng(seed)], her_k=4, her_future=her_future,
+                           her_relabel=her_relabel)
+    replay.start_episode(np.zeros((1, 1)), np.zeros((1, 1)), np.full((1, 1), -9.0))
+    for t in range(T):
+        replay.add_step(np.zeros((1, 1)), np.full((1, 1), t + 1.0), np.full((1, 1), t + 1.0))
+    return replay
+
+
+def test_release_future_never_relabels_with_the_final_state_nor_the_last_transition():
+    """SB3 1.3 (the paper's release): a relabelled goal comes from the states after the
+    transition's up to the one before the final state; the last transition keeps its goal."""
+    batch = _counting_episode("next_to_penultimate").sample(20000)
+    relabelled = batch.relabelled[0]
+    step, goal = batch.obs[0, :, 0], batch.goal[0, :, 0]
+    assert relabelled.mean() == pytest.approx(0.8, abs=0.02)
+    assert goal[relabelled].max() == T - 1  # the penultimate state, never the final one T
+    assert (goal[relabelled] - step[relabelled]).min() == 1
+    assert step[relabelled].max() == T - 2  # the last transition (step T - 1) is never
+    assert (step[~relabelled] == T - 1).any()  # relabelled, but is still sampled
+    # From step 0 every state 1 .. T-1 is equally likely as the goal.
+    counts = np.bincount(goal[relabelled & (step == 0)].astype(int), minlength=T)[1:]
+    assert len(counts) == T - 1 and counts.min() > 0.6 * counts.mean()
+    np.testing.assert_array_equal(batch.reward, continuous_seek_reward(batch.next_obs,
+                                                                       batch.goal))
+
+
+def test_default_future_includes_the_final_state():
+    batch = _counting_episode("next_to_final").sample(20000)
+    relabelled = batch.relabelled[0]
+    assert batch.goal[0, relabelled, 0].max() == T
+    assert batch.obs[0, relabelled, 0].max() == T - 1
+
+
+@pytest.mark.parametrize("her_future", ["next_to_final", "next_to_penultimate"])
+def test_exact_relabelling_relabels_int_of_0_8_b_of_every_batch(her_future):
+    replay = _counting_episode(her_future, "exact")
+    for batch_size in (256, 7, 512):
+        batch = replay.sample(batch_size)
+        assert batch.relabelled.sum() == int(0.8 * batch_size)
+        relabelled = batch.relabelled[0]
+        # Relabelled goals are still future achieved goals of the sample's own episode.
+        assert (batch.goal[0, relabelled, 0] > batch.obs[0, relabelled, 0]).all()
+        assert (batch.goal[0, ~relabelled, 0] == -9.0).all()
+
+
+def test_probability_relabelling_varies_from_batch_to_batch():
+    replay = _counting_episode()
+    counts = {int(replay.sample(256).relabelled.sum()) for _ in range(20)}
+    assert len(counts) > 3 and int(0.8 * 256) - 30 < min(counts) <= max(counts) < 256
+
+
+def test_release_future_does_not_relabel_one_step_episodes():
+    replay = EpisodeReplay(1, 100, 1, 1, 1, 1, continuous_seek_reward,
+                           [np.random.default_rng(0)], her_k=4,
+                           her_future="next_to_penultimate")
+    replay.start_episode(np.zeros((1, 1)), np.zeros((1, 1)), np.full((1, 1), -9.0))
+    replay.add_step(np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1)))
+    batch = replay.sample(100)
+    assert not batch.relabelled.any() and (batch.goal == -9.0).all()
+
+
+def test_unknown_her_variants_are_refused():
+    with pytest.raises(ValueError, match="her_future"):
+        _counting_episode(her_future="final")
+    with pytest.raises(ValueError, match="her_relabel"):
+        _counting_episode(her_relabel="half")

@@ -53,8 +53,8 @@ def test_default_dry_run_plans_one_job_per_population():
     result = _snakemake("-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    # 2 d x (DDPG+HER + 3 ReenGAGE c) x 1 cell x (5 seeds / 5 per job)
-    assert counts["train_seeds_0_1_2_3_4"] == 8
+    # 2 d x (DDPG+HER + 3 ReenGAGE c + the SB3 control) x 1 cell x (5 seeds / 5 per job)
+    assert counts["train_seeds_0_1_2_3_4"] == 10
     # goal sets: DDPG + Multi-ReenGAGE on DriveSeek, and the greedy agent on NoisySeek
     assert counts["train_seeds_0_1_2"] == 2 + 3
     for rule in ("aggregate", "select", "figures", "stats", "runtime"):
@@ -136,7 +136,7 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
 def test_grid_expansion_and_train_arguments():
     config = apply_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
     grid = list(cells(config, "continuous_seek"))
-    assert len(grid) == 3 * 4 * 12
+    assert len(grid) == 3 * 5 * 12  # 5 methods: DDPG+HER, 3 ReenGAGE c, the SB3 control
     assert seed_chunks(list(range(20)), 10) == [tuple(range(10)), tuple(range(10, 20))]
     assert seed_chunks([0, 1, 2], 2) == [(0, 1), (2,)]
     cell = next(c for c in grid if c.c == 0.2 and c.dim == 20 and c.lr == 0.00025)
@@ -144,6 +144,30 @@ def test_grid_expansion_and_train_arguments():
     args = train_arguments(config, cell, (0, 1))
     assert "--c 0.2" in args and "--lr 0.00025" in args and "--steps 400000" in args
     assert format_number(0.001) == "0.001" and format_number(256) == "256"
+    # Unset, the input layout and HER variant are the CLI's defaults and are not passed.
+    assert "--inputs" not in args and "--her-" not in args
+
+
+def test_input_layout_her_variant_and_method_settings_reach_the_command():
+    config = apply_defaults({"experiments": {"cs": {
+        "env": "ContinuousSeek", "dims": [5], "steps": 1000, "seeds": 2,
+        "inputs": "obs_goal", "her_future": "next_to_penultimate", "her_relabel": "exact",
+        "settings": {"hidden": [64, 64], "compile": False},
+        "methods": [{"name": "ddpg_her"},
+                    {"name": "reengage_her", "c": [0.2], "settings": {"compile": True}}],
+    }}})
+    validate_config(config)
+    by_method = {cell.method: train_arguments(config, cell, (0, 1)) for cell in cells(config)}
+    for args in by_method.values():
+        assert "--inputs obs_goal" in args and "--her-future next_to_penultimate" in args
+        assert "--her-relabel exact" in args and "'hidden=[64, 64]'" in args
+    assert "compile=false" in by_method["ddpg_her"]
+    assert "compile=true" in by_method["reengage_her"]  # the method's own setting wins
+    assert "compile=false" not in by_method["reengage_her"]
+    bad = yaml.safe_load(yaml.safe_dump(config))
+    bad["experiments"]["cs"]["inputs"] = "goal_obs"
+    with pytest.raises(ConfigError, match="experiments.cs.inputs"):
+        validate_config(bad)
 
 
 PLUGIN = '''

@@ -1,0 +1,407 @@
+"""Stable-Baselines3's DDPG+HER as a control column: an independent implementation trained on
+the same env, grid cell and seeds, and evaluated on the same episodes, as our population loop.
+
+If our DDPG+HER and SB3's disagree, one of them has a bug or a difference worth knowing; the
+paper itself ran SB3 (PAPER.md §4), so SB3 is the closest thing to the authors' code we can
+run. It is the method `sb3_ddpg_her` (reengage/registry.py), whose runner is
+`train_population`; the workflow trains it like any other method.
+
+* Seeds train one after the other in this process (SB3 has no population axis). Each writes
+  the same `out/seed<k>/progress.csv` (reengage.run.PROGRESS_COLUMNS) and `run.json` as the
+  population loop, plus an `implementation` entry saying what SB3 does differently.
+* Evaluation: at step 0, every `eval_every` env steps and at the end, `eval_episodes`
+  deterministic episodes seeded exactly as `reengage.run.Evaluator` seeds the member of the
+  same seed, so both implementations are scored on the same goals. It runs after the
+  gradient step of its env step, as in the population loop (SB3's `on_step` callback would
+  come one update earlier, so the evaluation hangs on `on_rollout_start`, which follows it).
+* Interruption is survived at seed granularity (no mid-seed checkpoint): a seed whose
+  run.json says `finished` (or `diverged`) with the same configuration is not retrained
+  on a re-run; its record is read back. A killed job thus resumes at its first unfinished
+  seed. Each finished seed's two files are also copied beside the population loop's
+  checkpoints (`out/.checkpoints/seeds-<seeds>.sb3/`, removed once every seed is done),
+  because a workflow engine deletes the declared outputs of a failed job. SIGTERM/SIGINT
+  stop the seed in flight, which is written as `interrupted` (run.json only), and raise
+  `RunInterrupted` as the population loop does.
+* Divergence: a non-finite critic or actor loss stops the seed, which is recorded as
+  `diverged` at that step; its remaining evaluations are written as missing.
+* Wall time: `progress.csv`'s `wall_time_s` is the seed's own training time; run.json's
+  `wall_time_s` is the population's clock (the seeds' times summed in order up to this
+  one), so the last seed's is the whole population's, the unit `analysis/runtime.py`
+  compares; `seed_wall_time_s` is the seed's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .config import ConfigError, TrainConfig, validate
+from .paths import checkpoint_path, member_dir
+from .registry import ENVS, METHODS
+from .run import (
+    FORMAT_VERSION,
+    PROGRESS_COLUMNS,
+    MemberStreams,
+    RunInterrupted,
+    _atomic_write,
+    _make_vec,
+    _progress_csv,
+    package_versions,
+    resolve_device,
+)
+
+SUPPORTED_ENVS = ("ContinuousSeek",)
+SUPPORTED_SETTINGS = ("hidden",)
+DEFAULT_HIDDEN = (256, 256)
+DONE_STATUSES = ("finished", "diverged")
+"""Statuses of a seed that is complete: a re-run reads it back instead of retraining."""
+LOSS_KEYS = {"critic_loss": "train/critic_loss", "actor_loss": "train/actor_loss"}
+
+
+class Predictor(Protocol):
+    """What the evaluation needs of a model: SB3's `predict` on a batch of dict observations."""
+
+    def predict(self, observation: dict[str, np.ndarray],
+                deterministic: bool = False) -> tuple[np.ndarray, Any]: ...
+
+
+def check_config(cfg: TrainConfig) -> tuple[int, ...]:
+    """Refuse, before anything is written, what SB3 cannot do; returns the hidden widths.
+
+    SB3's MultiInputPolicy always sees (achieved goal, desired goal, observation), and SB3
+    2.x's HER `future` always includes the final state, so the other options of those flags
+    would silently be something else. Its exact int(k/(k+1)·B) relabelling is recorded in
+    run.json rather than refused: `her_relabel=probability` is the same in expectation.
+    """
+    validate(cfg)
+    if cfg.env not in SUPPORTED_ENVS:
+        raise ConfigError("--env", f"{cfg.method} runs on {', '.join(SUPPORTED_ENVS)} only "
+                          f"(got {cfg.env}): SB3's HER needs a single dict goal per step")
+    if cfg.inputs != "sb3":
+        raise ConfigError("--inputs", f"{cfg.method} takes --inputs sb3 only: SB3's "
+                          "MultiInputPolicy always sees (achieved goal, desired goal, "
+                          f"observation) (got {cfg.inputs!r})")
+    if cfg.her_future != "next_to_final":
+        raise ConfigError("--her-future", f"{cfg.method} takes --her-future next_to_final only: "
+                          "Stable-Baselines3 2.x's future includes the final state "
+                          f"(got {cfg.her_future!r})")
+    unknown = sorted(set(cfg.extra) - set(SUPPORTED_SETTINGS))
+    if unknown:
+        raise ConfigError("--set", f"not a setting of {cfg.method}: {', '.join(unknown)} "
+                          f"(it takes {', '.join(SUPPORTED_SETTINGS)})")
+    hidden = cfg.extra.get("hidden", DEFAULT_HIDDEN)
+    if (not isinstance(hidden, list | tuple) or not hidden
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0
+                       for w in hidden)):
+        raise ConfigError("--set", f"hidden must be a list of positive integers, e.g. "
+                          f"hidden=[256,256] (got {hidden!r})")
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        raise ConfigError("--method", f"{cfg.method} needs stable-baselines3: "
+                          "pip install 'reengage[bench]'") from None
+    return tuple(hidden)
+
+
+class SB3Evaluator:
+    """`eval_episodes` deterministic episodes of one seed, on the episodes `Evaluator` gives
+    the member of that seed: the same vector env, reset with the seed's `eval_seeds` the
+    first time and continuing each copy's stream afterwards."""
+
+    def __init__(self, cfg: TrainConfig, seed: int):
+        self.env = _make_vec(cfg, cfg.eval_episodes)
+        self.steps = ENVS[cfg.env].episode_steps
+        self.seeds: list[int] | None = MemberStreams.from_seed(seed,
+                                                               cfg.eval_episodes).eval_seeds
+
+    def __call__(self, model: Predictor) -> tuple[float, float]:
+        """(success rate, mean return): success = the goal was reached at least once."""
+        obs, _ = self.env.reset(seed=self.seeds)
+        self.seeds = None
+        returns = np.zeros(self.env.num_envs)
+        success = np.zeros(self.env.num_envs, dtype=bool)
+        for _ in range(self.steps):
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, _, _, info = self.env.step(np.asarray(action, dtype=np.float32))
+            returns += reward
+            success |= np.asarray(info.get("is_success", np.zeros_like(success)), dtype=bool)
+        return float(success.mean()), float(returns.mean())
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _implementation(cfg: TrainConfig, version: str) -> dict[str, Any]:
+    k = cfg.her_k
+    return {
+        "library": "stable-baselines3", "version": version, "algorithm": "DDPG",
+        "policy": "MultiInputPolicy",
+        "network_input": "achieved_goal, desired_goal, observation concatenated in this "
+                         "(sorted key) order; the critic appends the action",
+        "her": f"HerReplayBuffer, future, n_sampled_goal {k}: the goal is the achieved goal "
+               "after a uniformly drawn transition from the current one to the episode's "
+               "last, so the final state is included (next_to_final)",
+        "her_relabel": f"exact: int({k}/{k + 1}·B) = {int((1 - 1 / (k + 1)) * cfg.batch_size)}"
+                       f" of every batch of B = {cfg.batch_size} relabelled (config asked "
+                       f"{cfg.her_relabel!r})",
+        "warmup": f"the first {cfg.learning_starts} steps act uniformly at random, with the "
+                  "Gaussian exploration noise added and clipped (our loop adds none there)",
+        "time_limit": "the 10-step TimeLimit truncation is stored as a timeout, so the target "
+                      "bootstraps through it",
+        "training_env_seed": "the training env, action sampling, noise and replay draw from "
+                             "SB3's global seeding with `seed` (not from MemberStreams); the "
+                             "evaluation episodes are the population loop's",
+        "losses": "critic_loss and actor_loss: means of SB3's logged train/ values over the "
+                  "updates since the previous row; goal_grad_loss and q_mean are not logged",
+    }
+
+
+def _json_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as run.json holds it (tuples become lists), for comparison."""
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def _done_record(directory: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The run.json of a seed finished earlier with this very config, else None."""
+    path = directory / "run.json"
+    if not path.is_file() or not (directory / "progress.csv").is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("status") in DONE_STATUSES and record.get("config") == _json_config(cfg):
+        return record
+    return None
+
+
+def _restore(seed: int, out: Path, saved: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """A finished seed's record, from its directory or else from the copy kept beside the
+    checkpoints (put back in place); None when the seed must be trained."""
+    directory = member_dir(out, seed)
+    record = _done_record(directory, cfg)
+    if record is not None:
+        return record
+    record = _done_record(member_dir(saved, seed), cfg)
+    if record is not None:
+        for name in ("progress.csv", "run.json"):
+            _atomic_write(directory / name, (member_dir(saved, seed) / name).read_text())
+    return record
+
+
+def _buffer_bytes(buffer: Any) -> int:
+    """What SB3's replay arrays take (numpy allocates lazily, so nothing is touched)."""
+    total = 0
+    for value in vars(buffer).values():
+        arrays = value.values() if isinstance(value, dict) else [value]
+        total += sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
+    return total
+
+
+class _Stop:
+    """SIGTERM/SIGINT set a flag; the seed in flight stops at its next env step."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._on_signal)
+                             for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def _on_signal(self, signal_number: int, frame: Any) -> None:
+        self.signal_number = signal_number
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _train_seed(cfg: TrainConfig, seed: int, hidden: tuple[int, ...], device: torch.device,
+                bar: tqdm, stop: _Stop) -> dict[str, Any]:
+    """Train one seed; returns its rows, divergence and timings (the caller writes them)."""
+    import gymnasium as gym
+    from stable_baselines3 import DDPG, HerReplayBuffer
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    import reengage.envs  # noqa: F401  (registers the environment ids)
+
+    spec = ENVS[cfg.env]
+    env = gym.make(spec.gym_id, **{spec.dim_kwarg: cfg.dim})
+    action_dim = env.action_space.shape[-1]
+    model = DDPG(
+        "MultiInputPolicy", env,
+        replay_buffer_class=HerReplayBuffer,
+        replay_buffer_kwargs={"n_sampled_goal": cfg.her_k, "goal_selection_strategy": "future"},
+        action_noise=NormalActionNoise(np.zeros(action_dim),
+                                       cfg.action_noise * np.ones(action_dim)),
+        learning_rate=cfg.lr, buffer_size=cfg.buffer_size, learning_starts=cfg.learning_starts,
+        batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma, train_freq=1,
+        gradient_steps=1, policy_kwargs={"net_arch": list(hidden)}, device=device, seed=seed,
+        verbose=0,
+    )
+    evaluate = SB3Evaluator(cfg, seed)
+    schedule = sorted({0, *range(cfg.eval_every, cfg.steps + 1, cfg.eval_every), cfg.steps})
+    state: dict[str, Any] = {"rows": [], "diverged": None, "step": 0}
+    started = time.time()
+
+    class Log(BaseCallback):
+        """Reads each update's losses and evaluates once the update of its step is done
+        (`on_rollout_start` follows the gradient step; `on_training_end` the last one)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sums = dict.fromkeys(LOSS_KEYS, 0.0)
+            self.count, self.seen_updates = 0, 0
+            self.since, self.last_log = 0, started
+            self.due = iter(schedule)
+            self.next_due: int | None = next(self.due)
+
+        def _on_step(self) -> bool:
+            bar.update(1)
+            return state["diverged"] is None and stop.signal_number is None
+
+        def _on_rollout_start(self) -> None:
+            self._after_update()
+
+        def _on_training_end(self) -> None:
+            self._after_update()
+
+        def _after_update(self) -> None:
+            step = self.num_timesteps
+            state["step"] = step
+            if self.model._n_updates > self.seen_updates and state["diverged"] is None:
+                self.seen_updates = self.model._n_updates
+                values = self.model.logger.name_to_value
+                for key, name in LOSS_KEYS.items():
+                    value = float(values.get(name, math.nan))
+                    if not math.isfinite(value):
+                        state["diverged"] = {"step": step, "quantity": key,
+                                             "value": str(value)}
+                    self.sums[key] += value
+                self.count += 1
+                self.since += 1
+            if state["diverged"] is None and step == self.next_due:
+                self._log(step)
+
+        def _log(self, step: int) -> None:
+            success, mean_return = evaluate(self.model)
+            now = time.time()
+            row: dict[str, float] = {"step": step, "success_rate": success,
+                                     "mean_return": mean_return}
+            for key in ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean"):
+                row[key] = self.sums[key] / self.count if key in self.sums and self.count \
+                    else math.nan
+            row["wall_time_s"] = now - started
+            row["updates_per_s"] = self.since / (now - self.last_log) if self.since else 0.0
+            state["rows"].append(row)
+            self.sums = dict.fromkeys(LOSS_KEYS, 0.0)
+            self.count, self.since, self.last_log = 0, 0, now
+            self.next_due = next(self.due, None)
+
+    try:
+        model.learn(total_timesteps=cfg.steps, callback=Log())
+    finally:
+        evaluate.close()
+        env.close()
+    wall = time.time() - started
+    if state["diverged"] is not None:  # its later evaluations do not exist
+        logged = {row["step"] for row in state["rows"]}
+        for step in schedule:
+            if step not in logged and step >= state["diverged"]["step"]:
+                row = dict.fromkeys(PROGRESS_COLUMNS, math.nan)
+                row.update(step=step, wall_time_s=wall, updates_per_s=0.0)
+                state["rows"].append(row)
+    state.update(wall=wall, replay_bytes=_buffer_bytes(model.replay_buffer))
+    return state
+
+
+def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list[dict]:
+    """Train every seed of `cfg.seeds` with SB3's DDPG+HER, one after the other; write
+    `out/seed<k>/progress.csv` and `run.json` for each; return the records (run.json's
+    contents). Seeds already finished with this config are read back, not retrained.
+
+    Raises ConfigError (nothing written) for what SB3 cannot do, and RunInterrupted after
+    SIGTERM/SIGINT (the seed in flight is written as interrupted)."""
+    hidden = check_config(cfg)
+    import stable_baselines3
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    # `auto` means the CPU here: SB3's small MLPs gain nothing on a GPU one seed at a time,
+    # and only the CPU path was checked to be reproducible bit for bit.
+    device = torch.device("cpu") if cfg.device == "auto" else resolve_device(cfg.device)
+    method = METHODS[cfg.method]
+    versions = {**package_versions(), "stable_baselines3": stable_baselines3.__version__}
+    saved = checkpoint_path(out, cfg.seeds).with_suffix(".sb3")
+    done = {seed: _restore(seed, out, saved, cfg) for seed in cfg.seeds}
+    bar = tqdm(total=cfg.steps * len(cfg.seeds),
+               initial=cfg.steps * sum(r is not None for r in done.values()), unit="step",
+               file=sys.stderr, disable=not progress, mininterval=2.0,
+               desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{len(cfg.seeds)}")
+    records: list[dict[str, Any]] = []
+    clock = 0.0  # the population's wall time: its seeds' times in order
+    try:
+        with _Stop() as stop:
+            for seed in cfg.seeds:
+                directory = member_dir(out, seed)
+                if done[seed] is not None:
+                    records.append(done[seed])
+                    clock += float(done[seed].get("seed_wall_time_s", 0.0))
+                    continue
+                # No finished-looking file may stand where this seed is being retrained.
+                (directory / "progress.csv").unlink(missing_ok=True)
+                (directory / "run.json").unlink(missing_ok=True)
+                result = _train_seed(cfg, seed, hidden, device, bar, stop)
+                clock += result["wall"]
+                diverged = result["diverged"]
+                interrupted = stop.signal_number is not None and diverged is None
+                status = "interrupted" if interrupted else \
+                    "diverged" if diverged is not None else "finished"
+                record: dict[str, Any] = {
+                    "format_version": FORMAT_VERSION, "status": status, "seed": seed,
+                    "population": cfg.seeds, "config": cfg.to_dict(),
+                    "label": method.label(cfg.c), "fixed_policy": False,
+                    "versions": versions, "device": str(device),
+                    "threads": torch.get_num_threads(), "step": result["step"],
+                    "replay_bytes_per_member": result["replay_bytes"],
+                    "wall_time_s": clock, "seed_wall_time_s": result["wall"],
+                    "finished_at": time.time(), "resume_count": 0, "resumed": [],
+                    "implementation": _implementation(cfg, stable_baselines3.__version__),
+                }
+                if diverged is not None:
+                    record.update({
+                        "diverged_at_step": diverged["step"],
+                        "diverged_reason": f"{diverged['quantity']} became {diverged['value']}",
+                    })
+                texts = {"run.json": json.dumps(record, indent=2) + "\n"}
+                if not interrupted:
+                    texts["progress.csv"] = _progress_csv(result["rows"])
+                for name in ("progress.csv", "run.json"):  # run.json last: it says done
+                    if name in texts:
+                        _atomic_write(directory / name, texts[name])
+                        if not interrupted:
+                            _atomic_write(member_dir(saved, seed) / name, texts[name])
+                if interrupted:
+                    raise RunInterrupted(result["step"], stop.signal_number)
+                records.append(record)
+    finally:
+        bar.close()
+    shutil.rmtree(saved, ignore_errors=True)
+    if saved.parent.is_dir() and not any(saved.parent.iterdir()):
+        saved.parent.rmdir()
+    return records
