@@ -229,7 +229,11 @@ def aggregate_runs(runs_root: Path, experiment: str) -> pd.DataFrame:
     runs_root = Path(runs_root)
     if not runs_root.is_dir():
         raise AnalysisError(f"--runs {runs_root}: not a directory")
-    found = sorted(runs_root.rglob("run.json"))
+    # Hidden folders (`.checkpoints/`) hold a training job's own state, such as the finished
+    # seeds a resumable runner keeps; they are not results.
+    found = sorted(path for path in runs_root.rglob("run.json")
+                   if not any(part.startswith(".") for part in
+                              path.relative_to(runs_root).parts))
     if not found:
         raise AnalysisError(
             f"no run found under {runs_root} (expected .../seed<k>/run.json beside progress.csv)"

@@ -93,6 +93,17 @@ def test_aggregate_exact_values(tmp_path):
     assert set(table["experiment"]) == {"exp"}
 
 
+def test_aggregate_skips_what_training_jobs_keep_in_hidden_folders(tmp_path):
+    """A resumable runner keeps copies of finished seeds under `.checkpoints/`: not results."""
+    run = write_run(tmp_path, "ddpg_her", 0, [0.0, 1.0])
+    kept = run.parent / ".checkpoints" / "seeds-0.sb3" / "seed0"
+    kept.mkdir(parents=True)
+    for name in ("progress.csv", "run.json"):
+        (kept / name).write_bytes((run / name).read_bytes())
+    table = curves_of(tmp_path)
+    assert set(table["run_dir"]) == {"ContinuousSeek-d2/ddpg_her/b256_lr0.001/seed0"}
+
+
 def test_aggregate_refuses_nothing_and_unknown_versions(tmp_path):
     with pytest.raises(AnalysisError, match="no run found"):
         aggregate_runs(tmp_path, "exp")
