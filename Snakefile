@@ -67,7 +67,7 @@ rule all:
 
 
 # One rule per distinct population of seeds: every seed keeps its own files, and one job
-# trains the whole population in one process (DESIGN.md).
+# trains the whole population in one process (docs/design.md).
 CHUNKS = {}
 for experiment_name, experiment in config["experiments"].items():
     for chunk in seed_chunks(seeds_of(experiment), config["seeds_per_job"]):

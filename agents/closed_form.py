@@ -1,5 +1,5 @@
 """The learner of Propositions 1 and 2: the optimal Q-function's closed form with an unknown
-orthogonal matrix as its only parameter (PAPER.md §3).
+orthogonal matrix as its only parameter (docs/paper.md §3).
 
 For an estimate `Ũ` of the task's rotation the model class is
 
@@ -34,7 +34,7 @@ backward pass trains many independent estimates (seeds, buffer sizes); losses ar
 over members and L-BFGS keeps per-member curvature pairs and step lengths, so member m's
 trajectory depends on member m's data alone.
 
-Everything here is torch and knows nothing of the environments (DESIGN.md): the reward
+Everything here is torch and knows nothing of the environments (docs/design.md): the reward
 `gᵀs¹'` is part of the model class the propositions define.
 """
 

@@ -1,7 +1,7 @@
 """DDPG for a population of members, with ReenGAGE's goal-gradient term as an option.
 
 Reads top to bottom: networks, acting, then one update (critic, actor, targets). The
-defaults are the paper's ContinuousSeek settings (PAPER.md §4), which match
+defaults are the paper's ContinuousSeek settings (docs/paper.md §4), which match
 Stable-Baselines3's DDPG (TD3 with one critic, no target smoothing, policy delay 1).
 """
 

@@ -1,4 +1,4 @@
-"""DeepSets actor-critic for goal sets, with a member (population) axis (PAPER.md §1, §4).
+"""DeepSets actor-critic for goal sets, with a member (population) axis (docs/paper.md §1, §4).
 
     pooled(s, g) = (1/n_max) · Σ_i b_i² · enc(s, g_i)
     Q(s, a, g)   = critic_head(pooled, s, a)
@@ -39,7 +39,7 @@ from .ensemble import EnsembleMLP
 
 @dataclass
 class DeepSetsConfig:
-    """Widths of the DeepSets actor-critic; defaults are the paper's (PAPER.md §4)."""
+    """Widths of the DeepSets actor-critic; defaults are the paper's (docs/paper.md §4)."""
 
     embedding: int = 20
     """Size of the per-goal embedding enc(s, g_i) and of the pooled vector."""

@@ -1,4 +1,4 @@
-"""The Perfect Greedy Agent, NoisySeek's hand-written baseline (PAPER.md §2).
+"""The Perfect Greedy Agent, NoisySeek's hand-written baseline (docs/paper.md §2).
 
 It steps toward the nearest present goal at full speed: a unit step, or exactly the
 remaining distance when the goal is closer than 1 (so it parks on a goal once there,

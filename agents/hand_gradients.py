@@ -1,6 +1,6 @@
 """The gradients of one DDPG(+ReenGAGE) update written out, for ReLU ensemble MLPs.
 
-`agents/losses.py` states the losses (PAPER.md §1) and `DDPG.update` can let autograd
+`agents/losses.py` states the losses (docs/paper.md §1) and `DDPG.update` can let autograd
 differentiate them (`hand_gradients=False`): for ReenGAGE, the goal gradient ∇_g Q with a
 graph and then a double backward. This module computes the same numbers in closed form,
 which spares the autograd engine and its second-order graph, and skips products the step

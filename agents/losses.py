@@ -1,4 +1,4 @@
-"""Critic losses: DDPG's TD error and ReenGAGE's goal-gradient term (PAPER.md §1).
+"""Critic losses: DDPG's TD error and ReenGAGE's goal-gradient term (docs/paper.md §1).
 
 Every function keeps the member axis: inputs are `[members, batch, ...]` and losses come
 back per member (`[members]`), averaged over the batch. Summing them over members before

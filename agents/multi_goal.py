@@ -1,4 +1,4 @@
-"""DDPG and Multi-ReenGAGE on goal sets, for a population of members (PAPER.md §1).
+"""DDPG and Multi-ReenGAGE on goal sets, for a population of members (docs/paper.md §1).
 
 The learner keeps the harness's interface: goals arrive flattened (`[M, n, n_max * 3]`,
 rows `(b, x, y)`) and are reshaped here; rewards arrive per goal item (`[M, B, n_max]`,
@@ -19,7 +19,7 @@ from .optim import PopulationAdam
 
 @dataclass
 class MultiGoalConfig:
-    """Hyperparameters of one DDPG / Multi-ReenGAGE population (PAPER.md §4)."""
+    """Hyperparameters of one DDPG / Multi-ReenGAGE population (docs/paper.md §4)."""
 
     gamma: float = 0.95
     tau: float = 0.005

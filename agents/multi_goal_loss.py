@@ -1,4 +1,4 @@
-"""Multi-ReenGAGE: DDPG's critic loss plus a gate-gradient term (PAPER.md §1).
+"""Multi-ReenGAGE: DDPG's critic loss plus a gate-gradient term (docs/paper.md §1).
 
 With goal sets of gated items and `R = Σ_i b_i² R_item(s', g_i)`, the teacher
 `T(s', g) = R + γ Q'(s', π'(s', g), g)` has the gate gradient
@@ -13,7 +13,7 @@ critic loss per member is
 The mean runs over all n_max gates (padding rows contribute 0 − 0), which is the
 release's `gradient_reg · mse(...).mean()`. So `c · mean_i` is `(c/n_max) · Σ_i`: the
 paper's label `Multi-ReenGAGE(α = c/n_max)` with `c ∈ {5, 10, 20}` puts `α` on the
-*squared norm*, exactly as ContinuousSeek's `α = c/d` does (PAPER.md §1). Pass `c` here,
+*squared norm*, exactly as ContinuousSeek's `α = c/d` does (docs/paper.md §1). Pass `c` here,
 not `α`. There is no reward gating (the reward's gradient is explicit), and no terminal
 flags: every episode ends by time limit only, so the target always bootstraps.
 

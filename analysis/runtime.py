@@ -1,4 +1,4 @@
-"""Runtime: wall time of each method beside the baseline's, and the paper's table (PAPER.md
+"""Runtime: wall time of each method beside the baseline's, and the paper's table (docs/paper.md
 section 6), where ReenGAGE cost +34 % to +60 % end to end.
 
 All seeds of a population train in one process and their run.json files carry the same
@@ -35,7 +35,7 @@ from reengage.analysis.aggregate import (
 )
 from reengage.analysis.labels import DEFAULT_BASELINE
 
-# PAPER.md section 6 (seconds, mean +- sd); row names in parentheses are our reading.
+# docs/paper.md section 6 (seconds, mean +- sd); row names in parentheses are our reading.
 PAPER_RUNTIME = [
     ("ContinuousSeek d=20, batch 256", 2549, 203, 3591, 248),
     ("(robotics, HandReach)", 2533, 2, 3395, 208),
@@ -129,7 +129,7 @@ def runtime_markdown(table: pd.DataFrame) -> str:
         )
     lines += [
         "",
-        "Paper (PAPER.md §6; GPUs for the toy tasks, 20 CPUs for robotics; one seed per "
+        "Paper (docs/paper.md §6; GPUs for the toy tasks, 20 CPUs for robotics; one seed per "
         "process):",
         "",
         "| experiment | without (s) | with ReenGAGE (s) | ratio |",

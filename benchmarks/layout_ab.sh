@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The input-layout and HER A/B on ContinuousSeek (issue: our DDPG+HER against the paper's
-# SB3 baseline). d = 5 and d = 10 at the paper's best cells (PAPER.md §4), 10 seeds each,
+# SB3 baseline). d = 5 and d = 10 at the paper's best cells (docs/paper.md §4), 10 seeds each,
 # 50 evaluation episodes every 2000 steps; every seed population in one process, 1 thread.
 #
 #   variant      what differs from `reengage train`'s defaults

@@ -45,7 +45,7 @@ CHILD_TIMEOUT_S = 3600
 
 @dataclass(frozen=True)
 class Setting:
-    """The paper's ContinuousSeek settings (PAPER.md §4); the same for every contender."""
+    """The paper's ContinuousSeek settings (docs/paper.md §4); the same for every contender."""
 
     dim: int = 20
     batch_size: int = 256

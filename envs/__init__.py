@@ -1,6 +1,6 @@
 """Goal-conditioned gymnasium environments of the paper, registered under `reengage/`.
 
-Importing this package registers every id; the learners never import it (DESIGN.md).
+Importing this package registers every id; the learners never import it (docs/design.md).
 """
 
 from gymnasium.envs.registration import register, registry
@@ -32,11 +32,11 @@ _register(
     10,
 )
 
-# Theory environments of Propositions 1 and 2 (PAPER.md §3).
+# Theory environments of Propositions 1 and 2 (docs/paper.md §3).
 _register("reengage/RotationReach-v0", "reengage.envs.rotation:RotationReachEnv", None, 20)
 _register("reengage/TwoPhaseRotation-v0", "reengage.envs.rotation:TwoPhaseRotationEnv", None, 20)
 
-# Many simultaneous sparse goals (PAPER.md §2): goal sets of n_max rows (b, x, y).
+# Many simultaneous sparse goals (docs/paper.md §2): goal sets of n_max rows (b, x, y).
 _register(
     "reengage/DriveSeek-v0",
     "reengage.envs.multi_goal:DriveSeekEnv",

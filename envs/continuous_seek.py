@@ -1,4 +1,4 @@
-"""ContinuousSeek(d): reach a random point of [-5, 5]^d in 10 unit steps (PAPER.md §2).
+"""ContinuousSeek(d): reach a random point of [-5, 5]^d in 10 unit steps (docs/paper.md §2).
 
 One batched core steps any number of copies with array operations; the single env and
 the native vector env are two thin faces of it, so they cannot drift apart.

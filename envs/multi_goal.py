@@ -1,4 +1,4 @@
-"""DriveSeek and NoisySeek: many simultaneous sparse goals (PAPER.md §2).
+"""DriveSeek and NoisySeek: many simultaneous sparse goals (docs/paper.md §2).
 
 A goal is a *set*: a fixed `(n_max, 3)` float32 array of rows `(b, x, y)`. Present rows
 (`b = 1`) come first, sorted lexicographically by x then y; the remaining rows are padding
@@ -51,7 +51,7 @@ def item_reward(achieved_goal: np.ndarray, goal_set: np.ndarray) -> np.ndarray:
     `achieved_goal` is `[..., 2]`, `goal_set` is `[..., n_max, 3]`; leading axes broadcast
     (e.g. achieved `[E, T, 2]` with goal sets `[E, 1, n_max, 3]`). Returns float32
     `[..., n_max]`. Multi-ReenGAGE needs this, not just the summed reward, because the
-    reward's gate gradient is `2 · R_item` (PAPER.md §1).
+    reward's gate gradient is `2 · R_item` (docs/paper.md §1).
     """
     achieved = np.asarray(achieved_goal)[..., None, :]
     goal_set = np.asarray(goal_set)
@@ -74,7 +74,7 @@ def pack_goal_set(items: np.ndarray, n_max: int) -> np.ndarray:
     if len(items) > n_max:
         raise ValueError(f"{len(items)} items do not fit n_max={n_max}")
     # np.lexsort sorts by its *last* key first. The release passes (x, y), i.e. sorts by y
-    # first; we sort by x first as PAPER.md says. Order is irrelevant to a DeepSets network.
+    # first; we sort by x first as docs/paper.md says. Order is irrelevant to a DeepSets network.
     items = items[np.lexsort((items[:, 1], items[:, 0]))]
     goal_set = np.zeros((n_max, 3), dtype=np.float32)
     goal_set[: len(items), 0] = 1.0
@@ -97,7 +97,7 @@ def sample_drive_seek_goals(rng: np.random.Generator, n_max: int = MAX_GOALS) ->
 
 
 def sample_noisy_seek_goals(rng: np.random.Generator, n_max: int = MAX_GOALS) -> np.ndarray:
-    """Clustered goals: PAPER.md §2, with the choices the paper leaves open taken from the
+    """Clustered goals: docs/paper.md §2, with the choices the paper leaves open taken from the
     release (`noisy_seek.py`):
 
     * `n' ~ U{1..n_max}` items before de-duplication; clusters `n_c ~ Geometric(0.15)`

@@ -1,4 +1,4 @@
-"""The environments of Propositions 1 and 2 (PAPER.md §3): reach along an unknown rotation.
+"""The environments of Propositions 1 and 2 (docs/paper.md §3): reach along an unknown rotation.
 
 The agent moves with `s' = s + U a`, `‖a‖₂ ≤ 1`, for an orthogonal `U` it does not know, and
 is paid `R(s, g) = gᵀs`. The optimal policy is `Uᵀg/‖g‖₂`, so learning to act *is* learning

@@ -2,7 +2,7 @@
 the same env, grid cell and seeds, and evaluated on the same episodes, as our population loop.
 
 If our DDPG+HER and SB3's disagree, one of them has a bug or a difference worth knowing; the
-paper itself ran SB3 (PAPER.md §4), so SB3 is the closest thing to the authors' code we can
+paper itself ran SB3 (docs/paper.md §4), so SB3 is the closest thing to the authors' code we can
 run. It is the method `sb3_ddpg_her` (reengage/registry.py), whose runner is
 `train_population`; the workflow trains it like any other method.
 

@@ -1,6 +1,6 @@
 """Propositions 1 and 2, measured: how many transitions each critic loss needs, versus d.
 
-PAPER.md §3 states (no figure) that on RotationReach and TwoPhaseRotation the TD loss needs
+docs/paper.md §3 states (no figure) that on RotationReach and TwoPhaseRotation the TD loss needs
 `~d²/2` transitions to pin down the unknown rotation `U`, and ReenGAGE's goal-gradient loss
 only `O(d)`. This module turns that into numbers:
 
@@ -518,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reengage.theory",
         description=(
-            "Measure Propositions 1 and 2 (PAPER.md §3): the number of transitions N* the "
+            "Measure Propositions 1 and 2 (docs/paper.md §3): the number of transitions N* the "
             "TD loss and ReenGAGE's goal-gradient loss need to recover the optimal policy "
             "on RotationReach and TwoPhaseRotation, versus the dimension d; fit log-log "
             "slopes (expected about 2 and 1) and compute the exact identifiability rank."

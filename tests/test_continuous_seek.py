@@ -1,4 +1,4 @@
-"""ContinuousSeek against hand-worked steps (PAPER.md §2)."""
+"""ContinuousSeek against hand-worked steps (docs/paper.md §2)."""
 
 import gymnasium as gym
 import numpy as np

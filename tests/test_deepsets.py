@@ -1,4 +1,4 @@
-"""DeepSets actor-critic and the Multi-ReenGAGE gate-gradient loss (PAPER.md §1)."""
+"""DeepSets actor-critic and the Multi-ReenGAGE gate-gradient loss (docs/paper.md §1)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""DriveSeek, NoisySeek and the greedy agent against hand-worked values (PAPER.md §2)."""
+"""DriveSeek, NoisySeek and the greedy agent against hand-worked values (docs/paper.md §2)."""
 
 import math
 import warnings

@@ -70,7 +70,7 @@ def test_population_member_equals_the_seed_alone(tmp_path, method, c):
 
 
 def test_paper_scale_drive_seek_replay_fits_in_two_gib():
-    """160k steps x 10 seeds at n_max 200 (PAPER.md §4): the goal set (200 x 3 floats) is
+    """160k steps x 10 seeds at n_max 200 (docs/paper.md §4): the goal set (200 x 3 floats) is
     stored once per 40-step episode, observations T + 1 times per episode."""
     from reengage.agents.replay import EpisodeReplay
     from reengage.envs.multi_goal import item_reward
