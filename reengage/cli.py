@@ -7,6 +7,7 @@ and nothing is written.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,6 +127,7 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError("--out", f"{out} exists and is not a directory")
         if args.restart:
             checkpoint.unlink(missing_ok=True)
+            shutil.rmtree(checkpoint.with_suffix(".sb3"), ignore_errors=True)
         # A population loop's checkpoint, or the finished seeds a runner of its own kept
         # (reengage/sb3_control.py).
         resuming = checkpoint.exists() or checkpoint.with_suffix(".sb3").is_dir()

@@ -14,12 +14,12 @@ run. It is the method `sb3_ddpg_her` (reengage/registry.py), whose runner is
   same seed, so both implementations are scored on the same goals. It runs after the
   gradient step of its env step, as in the population loop (SB3's `on_step` callback would
   come one update earlier, so the evaluation hangs on `on_rollout_start`, which follows it).
-* Interruption is survived at seed granularity (no mid-seed checkpoint): a seed whose
-  run.json says `finished` (or `diverged`) with the same configuration is not retrained
-  on a re-run; its record is read back. A killed job thus resumes at its first unfinished
-  seed. Each finished seed's two files are also copied beside the population loop's
-  checkpoints (`out/.checkpoints/seeds-<seeds>.sb3/`, removed once every seed is done),
-  because a workflow engine deletes the declared outputs of a failed job. SIGTERM/SIGINT
+* Interruption is survived at seed granularity (no mid-seed checkpoint): each finished
+  seed's two files are copied beside the population loop's checkpoints
+  (`out/.checkpoints/seeds-<seeds>.sb3/`, removed once every seed is done), and a re-run
+  of an interrupted population reads those seeds back (`finished` or `diverged` with the
+  same configuration) instead of training them again, so a killed job resumes at its first
+  unfinished seed even after a workflow engine deleted the failed job's outputs. SIGTERM/SIGINT
   stop the seed in flight, which is written as `interrupted` (run.json only), and raise
   `RunInterrupted` as the population loop does.
 * Divergence: a non-finite critic or actor loss stops the seed, which is recorded as
@@ -187,16 +187,16 @@ def _done_record(directory: Path, cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 def _restore(seed: int, out: Path, saved: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    """A finished seed's record, from its directory or else from the copy kept beside the
-    checkpoints (put back in place); None when the seed must be trained."""
-    directory = member_dir(out, seed)
-    record = _done_record(directory, cfg)
-    if record is not None:
-        return record
+    """The record of a seed that an interrupted run of this population finished, from the
+    copy kept beside the checkpoints (put back in place); None when the seed must be
+    trained. Only the kept copies count, as only a checkpoint does for the population loop:
+    a population that finished is trained again, and `--restart` (which removes the copies)
+    starts from the first seed."""
     record = _done_record(member_dir(saved, seed), cfg)
     if record is not None:
         for name in ("progress.csv", "run.json"):
-            _atomic_write(directory / name, (member_dir(saved, seed) / name).read_text())
+            _atomic_write(member_dir(out, seed) / name,
+                          (member_dir(saved, seed) / name).read_text())
     return record
 
 

@@ -189,11 +189,14 @@ def test_reengage_train_runs_the_control_and_refuses_in_one_line(tmp_path, capsy
 
 
 # -- resumption -----------------------------------------------------------------------------
-def test_a_rerun_skips_finished_seeds_and_trains_the_rest(trained, tmp_path, monkeypatch):
+def test_a_finished_population_is_trained_again_and_only_kept_seeds_are_skipped(
+        trained, tmp_path, monkeypatch):
+    """As for the population loop, only what an interrupted run kept counts: a finished
+    population is trained again on a re-run, a kept seed of this configuration is read back,
+    one of another configuration is not."""
     source, records = trained
     out = tmp_path / "copy"
     shutil.copytree(source, out)
-    before = {seed: (out / f"seed{seed}" / "run.json").read_text() for seed in CFG.seeds}
     trained_seeds: list[int] = []
     original = sb3_control._train_seed
 
@@ -203,21 +206,28 @@ def test_a_rerun_skips_finished_seeds_and_trains_the_rest(trained, tmp_path, mon
 
     monkeypatch.setattr(sb3_control, "_train_seed", spy)
     again = train_population(CFG, out, progress=False)
-    assert trained_seeds == []  # nothing retrained: the records are read back
-    assert again == json.loads(json.dumps(records))
-    assert {s: (out / f"seed{s}" / "run.json").read_text() for s in CFG.seeds} == before
+    assert trained_seeds == [0, 1]
+    assert [r["status"] for r in again] == ["finished", "finished"]
 
-    # A job killed while training seed 1 left seed 0 finished and nothing usable for seed 1.
-    (out / "seed1" / "run.json").unlink()
+    # What a run killed while training seed 1 keeps: seed 0's files beside the checkpoints.
+    kept = sb3_control.checkpoint_path(out, CFG.seeds).with_suffix(".sb3") / "seed0"
+    kept.mkdir(parents=True)
+    for name in ("progress.csv", "run.json"):
+        (kept / name).write_text((source / "seed0" / name).read_text())
+    (out / "seed0" / "run.json").unlink()
     resumed = train_population(CFG, out, progress=False)
-    assert trained_seeds == [1]
-    assert resumed[0] == again[0] and resumed[1]["status"] == "finished"
-    assert (out / "seed0" / "run.json").read_text() == before[0]
-    assert resumed[1]["finished_at"] > again[1]["finished_at"]
+    assert trained_seeds == [0, 1, 1]
+    assert resumed[0] == json.loads(json.dumps(records[0]))
+    assert (out / "seed0" / "run.json").read_text() == (source / "seed0" / "run.json").read_text()
+    assert not kept.exists()  # the copies go once every seed is done
 
-    # Another configuration is not a finished seed of this one.
-    train_population(replace(CFG, lr=5e-4, steps=100), out, progress=False)
-    assert trained_seeds == [1, 0, 1]
+    # A kept seed of another configuration is not a finished seed of this one.
+    other = replace(CFG, lr=5e-4, steps=100)
+    kept.mkdir(parents=True)
+    for name in ("progress.csv", "run.json"):
+        (kept / name).write_text((source / "seed0" / name).read_text())
+    train_population(other, out, progress=False)
+    assert trained_seeds == [0, 1, 1, 0, 1]
 
 
 def test_a_signal_stops_the_seed_in_flight_and_a_rerun_finishes_it(tmp_path, monkeypatch):
