@@ -11,7 +11,7 @@
 #   her_release  --her-relabel exact --her-future next_to_penultimate: SB3 1.3's HER, which
 #                the paper's release ran (d = 5 only)
 #
-#   bash benchmarks/layout_ab.sh RUNS_DIR        # about 3.5 h of one core per 10 seeds x cell
+#   bash benchmarks/layout_ab.sh RUNS_DIR        # hours: 14 populations of 10 seeds
 #   python benchmarks/layout_ab_summary.py RUNS_DIR --out results/reference/layout_ab
 #
 # Re-running resumes: finished populations are kept, interrupted ones resume from their

@@ -13,6 +13,7 @@ OUT/summary.csv, OUT/margins.csv, OUT/summary.md and OUT/layout_ab.png.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reengage.analysis.aggregate import aggregate_runs  # noqa: E402
+from reengage.analysis.aggregate import AnalysisError, aggregate_runs  # noqa: E402
 from reengage.analysis.report import control_position  # noqa: E402
 from reengage.analysis.select import select_cells  # noqa: E402
 from reengage.analysis.stats import compute_stats  # noqa: E402
@@ -126,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     all_curves, all_stats = [], []
     for name in VARIANTS:
         folder = args.runs / name
-        if folder.is_dir():
+        if not folder.is_dir():
+            continue
+        try:
             curves, stats = variant_stats(folder, args.reps)
-            all_curves.append(curves)
-            all_stats.append(stats)
+        except AnalysisError as error:  # a variant with no finished run yet
+            print(f"note: {name} left out: {error}", file=sys.stderr)
+            continue
+        all_curves.append(curves)
+        all_stats.append(stats)
     curves, stats = pd.concat(all_curves, ignore_index=True), pd.concat(all_stats)
     args.out.mkdir(parents=True, exist_ok=True)
     curves.to_parquet(args.out / "curves.parquet", index=False)

@@ -67,9 +67,10 @@ def test_paper_config_plans_the_full_grid():
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
     train_jobs = sum(v for k, v in counts.items() if k.startswith("train_"))
-    # ContinuousSeek: 3 d x 4 method variants x (3 batch x 4 lr) x (20 seeds / 10 per job);
-    # DriveSeek: DDPG + 3 Multi-ReenGAGE c; NoisySeek: the same plus the greedy agent.
-    assert train_jobs == 3 * 4 * 12 * 2 + 4 + 5
+    # ContinuousSeek: 3 d x 5 method variants (DDPG+HER, 3 ReenGAGE c, the SB3 control) x
+    # (3 batch x 4 lr) x (20 seeds / 10 per job); DriveSeek: DDPG + 3 Multi-ReenGAGE c;
+    # NoisySeek: the same plus the greedy agent.
+    assert train_jobs == 3 * 5 * 12 * 2 + 4 + 5
     assert "train_seeds_0_1_2_3_4" not in counts  # the default grid is not merged in
 
 
