@@ -189,14 +189,8 @@ def test_reengage_train_runs_the_control_and_refuses_in_one_line(tmp_path, capsy
 
 
 # -- resumption -----------------------------------------------------------------------------
-def test_a_finished_population_is_trained_again_and_only_kept_seeds_are_skipped(
-        trained, tmp_path, monkeypatch):
-    """As for the population loop, only what an interrupted run kept counts: a finished
-    population is trained again on a re-run, a kept seed of this configuration is read back,
-    one of another configuration is not."""
-    source, records = trained
-    out = tmp_path / "copy"
-    shutil.copytree(source, out)
+def _spy_on_trained_seeds(monkeypatch) -> list[int]:
+    """The seeds the runner trains from now on, in order (it still trains them)."""
     trained_seeds: list[int] = []
     original = sb3_control._train_seed
 
@@ -205,6 +199,18 @@ def test_a_finished_population_is_trained_again_and_only_kept_seeds_are_skipped(
         return original(cfg, seed, *args)
 
     monkeypatch.setattr(sb3_control, "_train_seed", spy)
+    return trained_seeds
+
+
+def test_a_finished_population_is_trained_again_and_only_kept_seeds_are_skipped(
+        trained, tmp_path, monkeypatch):
+    """As for the population loop, only what an interrupted run kept counts: a finished
+    population is trained again on a re-run, a kept seed of this configuration is read back,
+    one of another configuration is not."""
+    source, records = trained
+    out = tmp_path / "copy"
+    shutil.copytree(source, out)
+    trained_seeds = _spy_on_trained_seeds(monkeypatch)
     again = train_population(CFG, out, progress=False)
     assert trained_seeds == [0, 1]
     assert [r["status"] for r in again] == ["finished", "finished"]
@@ -254,14 +260,7 @@ def test_a_signal_stops_the_seed_in_flight_and_a_rerun_finishes_it(tmp_path, mon
     assert not (out / "seed1" / "progress.csv").exists()  # nothing finished-looking
 
     monkeypatch.setattr(TD3, "train", original)
-    trained_seeds: list[int] = []
-    train_seed = sb3_control._train_seed
-
-    def spy(cfg, seed, *args):
-        trained_seeds.append(seed)
-        return train_seed(cfg, seed, *args)
-
-    monkeypatch.setattr(sb3_control, "_train_seed", spy)
+    trained_seeds = _spy_on_trained_seeds(monkeypatch)
     shutil.rmtree(out / "seed0")
     shutil.rmtree(out / "seed1")
     records = train_population(CFG, out, progress=False)
