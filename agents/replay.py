@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+HER_FUTURES = ("next_to_final", "next_to_penultimate")
+"""Which later states HER `future` draws a relabelled goal from (see EpisodeReplay)."""
+HER_RELABELS = ("probability", "exact")
+"""How many samples of a batch get a relabelled goal (see EpisodeReplay)."""
 
 
 @dataclass
@@ -72,9 +76,9 @@ class EpisodeReplay:
         self.capacity = max(1, capacity_steps // episode_steps)
         self.reward_fn, self.rngs = reward_fn, rngs
         self.relabel_probability = her_k / (her_k + 1) if her_k > 0 else 0.0
-        if her_future not in ("next_to_final", "next_to_penultimate"):
+        if her_future not in HER_FUTURES:
             raise ValueError(f"unknown her_future {her_future!r}")
-        if her_relabel not in ("probability", "exact"):
+        if her_relabel not in HER_RELABELS:
             raise ValueError(f"unknown her_relabel {her_relabel!r}")
         self.final_goal = her_future == "next_to_final"
         self.exact_fraction = her_relabel == "exact"

@@ -6,20 +6,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reengage.agents.replay import HER_FUTURES, HER_RELABELS
+
 from .registry import ENVS, METHODS
 
 INPUT_LAYOUTS = ("sb3", "obs_goal")
 """What the networks see: `sb3` is (achieved goal, desired goal, observation), the dict keys
 in sorted order as Stable-Baselines3's MultiInputPolicy concatenates them and the paper's
 runs saw them; `obs_goal` is (observation, desired goal), this harness's inputs before."""
-HER_FUTURES = ("next_to_final", "next_to_penultimate")
-"""Which later states HER `future` draws a relabelled goal from: `next_to_final` (SB3 2.x)
-from the next state to the episode's final one; `next_to_penultimate` (SB3 1.3, which the
-paper's release ran) never the final state, so an episode's last transition is never
-relabelled."""
-HER_RELABELS = ("probability", "exact")
-"""How many samples of a batch get a relabelled goal: each with probability k/(k+1), or
-exactly int(k/(k+1)·B) of them, as Stable-Baselines3 does."""
 
 
 class ConfigError(ValueError):
