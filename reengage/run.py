@@ -193,6 +193,39 @@ def _progress_csv(rows: list[dict[str, float]]) -> str:
     return buffer.getvalue()
 
 
+def seed_record(cfg: TrainConfig, seed: int, status: str, *, device: torch.device,
+                step: int, replay_bytes: int, wall_time_s: float, finished_at: float,
+                resumes: list[dict[str, Any]], diverged: dict[str, Any] | None = None,
+                versions: dict[str, str] | None = None) -> dict[str, Any]:
+    """One seed's run.json. `diverged` ({step, quantity, value}) turns a finished status
+    into `diverged` and records where and why. Every training loop writes this shape."""
+    method = METHODS[cfg.method]
+    record: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "status": "diverged" if diverged is not None and status == "finished" else status,
+        "seed": seed,
+        "population": cfg.seeds,
+        "config": cfg.to_dict(),
+        "label": method.label(cfg.c),
+        "fixed_policy": not method.trains,
+        "versions": versions or package_versions(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "step": step,
+        "replay_bytes_per_member": replay_bytes,
+        "wall_time_s": wall_time_s,
+        "finished_at": finished_at,
+        "resume_count": len(resumes),
+        "resumed": resumes,
+    }
+    if diverged is not None:
+        record.update({
+            "diverged_at_step": diverged["step"],
+            "diverged_reason": f"{diverged['quantity']} became {diverged['value']}",
+        })
+    return record
+
+
 class PopulationRun:
     """The state of one population's training, and the loop that advances it."""
 
@@ -387,30 +420,12 @@ class PopulationRun:
         now = time.time()
         records = []
         for m, seed in enumerate(self.cfg.seeds):
-            record: dict[str, Any] = {
-                "format_version": FORMAT_VERSION,
-                "status": "diverged" if m in self.diverged and status == "finished" else status,
-                "seed": seed,
-                "population": self.cfg.seeds,
-                "config": self.cfg.to_dict(),
-                "label": self.method.label(self.cfg.c),
-                "fixed_policy": not self.method.trains,
-                "versions": package_versions(),
-                "device": str(self.device),
-                "threads": torch.get_num_threads(),
-                "step": self.step,
-                "replay_bytes_per_member": self.replay.nbytes // self.members,
-                "wall_time_s": self.elapsed_before + now - self.started,
-                "finished_at": now,
-                "resume_count": len(self.resumes),
-                "resumed": self.resumes,
-            }
-            if m in self.diverged:
-                info = self.diverged[m]
-                record.update({
-                    "diverged_at_step": info["step"],
-                    "diverged_reason": f"{info['quantity']} became {info['value']}",
-                })
+            record = seed_record(
+                self.cfg, seed, status, device=self.device, step=self.step,
+                replay_bytes=self.replay.nbytes // self.members,
+                wall_time_s=self.elapsed_before + now - self.started, finished_at=now,
+                resumes=self.resumes, diverged=self.diverged.get(m),
+            )
             directory = member_dir(self.out, seed)
             if status != "interrupted":
                 _atomic_write(directory / "progress.csv", _progress_csv(self.rows[m]))

@@ -48,9 +48,8 @@ from tqdm import tqdm
 
 from .config import ConfigError, TrainConfig, validate
 from .paths import checkpoint_path, member_dir
-from .registry import ENVS, METHODS
+from .registry import ENVS
 from .run import (
-    FORMAT_VERSION,
     PROGRESS_COLUMNS,
     MemberStreams,
     RunInterrupted,
@@ -59,6 +58,7 @@ from .run import (
     _progress_csv,
     package_versions,
     resolve_device,
+    seed_record,
 )
 
 SUPPORTED_ENVS = ("ContinuousSeek",)
@@ -345,7 +345,6 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list
     # `auto` means the CPU here: SB3's small MLPs gain nothing on a GPU one seed at a time,
     # and only the CPU path was checked to be reproducible bit for bit.
     device = torch.device("cpu") if cfg.device == "auto" else resolve_device(cfg.device)
-    method = METHODS[cfg.method]
     versions = {**package_versions(), "stable_baselines3": stable_baselines3.__version__}
     saved = checkpoint_path(out, cfg.seeds).with_suffix(".sb3")
     done = {seed: _restore(seed, out, saved, cfg) for seed in cfg.seeds}
@@ -370,24 +369,16 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list
                 clock += result["wall"]
                 diverged = result["diverged"]
                 interrupted = stop.signal_number is not None and diverged is None
-                status = "interrupted" if interrupted else \
-                    "diverged" if diverged is not None else "finished"
-                record: dict[str, Any] = {
-                    "format_version": FORMAT_VERSION, "status": status, "seed": seed,
-                    "population": cfg.seeds, "config": cfg.to_dict(),
-                    "label": method.label(cfg.c), "fixed_policy": False,
-                    "versions": versions, "device": str(device),
-                    "threads": torch.get_num_threads(), "step": result["step"],
-                    "replay_bytes_per_member": result["replay_bytes"],
-                    "wall_time_s": clock, "seed_wall_time_s": result["wall"],
-                    "finished_at": time.time(), "resume_count": 0, "resumed": [],
+                record = seed_record(
+                    cfg, seed, "interrupted" if interrupted else "finished", device=device,
+                    step=result["step"], replay_bytes=result["replay_bytes"],
+                    wall_time_s=clock, finished_at=time.time(), resumes=[],
+                    diverged=diverged, versions=versions,
+                )
+                record.update({
+                    "seed_wall_time_s": result["wall"],
                     "implementation": _implementation(cfg, stable_baselines3.__version__),
-                }
-                if diverged is not None:
-                    record.update({
-                        "diverged_at_step": diverged["step"],
-                        "diverged_reason": f"{diverged['quantity']} became {diverged['value']}",
-                    })
+                })
                 texts = {"run.json": json.dumps(record, indent=2) + "\n"}
                 if not interrupted:
                     texts["progress.csv"] = _progress_csv(result["rows"])
