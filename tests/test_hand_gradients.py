@@ -2,7 +2,6 @@
 losses as agents/losses.py and DDPG.update state them (for ReenGAGE, autograd's double
 backward), and against finite differences."""
 
-import copy
 
 import pytest
 import torch
@@ -178,14 +177,32 @@ def test_critic_step_gradients_match_finite_differences(goal_at):
 
 @pytest.mark.parametrize("goal_at", [None, 2])
 @pytest.mark.parametrize("c", [0.0, 0.7])
-def test_update_with_hand_gradients_matches_the_autograd_update(c, goal_at):
+def test_update_with_hand_gradients_matches_the_autograd_update(c, goal_at, monkeypatch):
     config = dict(target_clip=(-5.0, 0.0), action_l2=0.5)
     by_hand = _learner((16, 16), 3, hand_gradients=True, c=c, goal_at=goal_at, **config)
-    by_autograd = copy.deepcopy(by_hand)
-    by_autograd.config = DDPGConfig(**{**vars(by_hand.config), "hand_gradients": False})
+    # The path is chosen at construction, so the autograd learner is built as one (same
+    # seeds, hence the same weights) rather than copied and edited.
+    by_autograd = _learner((16, 16), 3, hand_gradients=False, c=c, goal_at=goal_at, **config)
+    for mine, theirs in zip(by_hand.parameters(), by_autograd.parameters(), strict=True):
+        assert torch.equal(mine, theirs)
+    # Spies prove each learner ran its own path: the closed form once per update for one,
+    # never for the other (which must then have taken autograd's).
+    calls = {"hand": 0}
+    for learner in (by_hand, by_autograd):
+        step = learner._critic_step
+
+        def spy(*args, _step=step, **kwargs):
+            calls["hand"] += 1
+            return _step(*args, **kwargs)
+
+        monkeypatch.setattr(learner, "_critic_step", spy)
     for step in range(2):
         b = _batch(3, seed=10 + step)
-        out_hand, out_auto = by_hand.update(**b), by_autograd.update(**b)
+        before = calls["hand"]
+        out_hand = by_hand.update(**b)
+        assert calls["hand"] == before + 1
+        out_auto = by_autograd.update(**b)
+        assert calls["hand"] == before + 1
         for key in out_auto:
             torch.testing.assert_close(out_hand[key], out_auto[key], rtol=1e-10, atol=1e-12)
     # Adam's first moments are linear in the gradients, so they compare the gradients seen.
