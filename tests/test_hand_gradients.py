@@ -2,7 +2,6 @@
 losses as agents/losses.py and DDPG.update state them (for ReenGAGE, autograd's double
 backward), and against finite differences."""
 
-
 import pytest
 import torch
 
