@@ -9,6 +9,7 @@
 
 from snakemake.utils import min_version, validate
 
+from reengage.analysis.labels import EXPERIMENT_FIGURES
 from reengage.workflow import (
     find_cell,
     progress_files,
@@ -53,7 +54,12 @@ def report_inputs(wildcards):
             table=["selection.csv", "stats.csv", "runtime.csv"],
         )
     }
-    inputs["figures"] = expand("{results}/figures/{e}.png", results=RESULTS, e=EXPERIMENTS)
+    inputs["figures"] = expand(
+        "{results}/figures/{e}{kind}.png",
+        results=RESULTS,
+        e=EXPERIMENTS,
+        kind=["", *(f"-{kind}" for kind in EXPERIMENT_FIGURES)],
+    )
     if config["theory"]["enabled"]:
         inputs["theory"] = f"{RESULTS}/tables/theory_slopes.csv"
         inputs["theory_figure"] = f"{RESULTS}/figures/theory.png"
@@ -141,12 +147,25 @@ rule select:
         "--out {output} > {log} 2>&1"
 
 
+# Figures are registered with report(): `snakemake --report report.html` (after a run)
+# shows each under its kind, one entry per experiment.
+def figure_report(path, category, figure):
+    return report(
+        path,
+        category=category,
+        subcategory="{experiment}",
+        labels={"experiment": "{experiment}", "figure": figure},
+    )
+
+
 rule figures:
     input:
         curves=f"{RESULTS}/tables/{{experiment}}/curves.parquet",
         selection=f"{RESULTS}/tables/{{experiment}}/selection.csv",
     output:
-        png=f"{RESULTS}/figures/{{experiment}}.png",
+        png=figure_report(
+            f"{RESULTS}/figures/{{experiment}}.png", "Learning curves", "learning curves"
+        ),
         pdf=f"{RESULTS}/figures/{{experiment}}.pdf",
     log:
         f"{RESULTS}/logs/figures/{{experiment}}.log",
@@ -156,8 +175,73 @@ rule figures:
     conda:
         ENV
     shell:
+        # :q quotes for the shell: a note may hold an apostrophe, a quote or a $.
         "python -m reengage.analysis.figures --curves {input.curves} "
-        "--selection {input.selection} --out {output.png} --note '{params.note}' "
+        "--selection {input.selection} --out {output.png} --note {params.note:q} "
+        "--baseline {params.baseline} > {log} 2>&1"
+
+
+rule diagnostics:
+    input:
+        curves=f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+        selection=f"{RESULTS}/tables/{{experiment}}/selection.csv",
+    output:
+        png=figure_report(
+            f"{RESULTS}/figures/{{experiment}}-diagnostics.png",
+            "Training diagnostics",
+            EXPERIMENT_FIGURES["diagnostics"],
+        ),
+        pdf=f"{RESULTS}/figures/{{experiment}}-diagnostics.pdf",
+    log:
+        f"{RESULTS}/logs/diagnostics/{{experiment}}.log",
+    params:
+        note=lambda wildcards: config["experiments"][wildcards.experiment]["note"],
+        baseline=lambda wildcards: config["experiments"][wildcards.experiment]["baseline"],
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.diagnostics_figure --curves {input.curves} "
+        "--selection {input.selection} --out {output.png} --note {params.note:q} "
+        "--baseline {params.baseline} > {log} 2>&1"
+
+
+rule rliable_figures:
+    input:
+        curves=f"{RESULTS}/tables/{{experiment}}/curves.parquet",
+        selection=f"{RESULTS}/tables/{{experiment}}/selection.csv",
+        stats=f"{RESULTS}/tables/{{experiment}}/stats.csv",
+    output:
+        intervals=figure_report(
+            f"{RESULTS}/figures/{{experiment}}-intervals.png",
+            "Aggregate scores (rliable)",
+            EXPERIMENT_FIGURES["intervals"],
+        ),
+        improvement=figure_report(
+            f"{RESULTS}/figures/{{experiment}}-improvement.png",
+            "Probability of improvement (rliable)",
+            EXPERIMENT_FIGURES["improvement"],
+        ),
+        profiles=figure_report(
+            f"{RESULTS}/figures/{{experiment}}-profiles.png",
+            "Performance profiles (rliable)",
+            EXPERIMENT_FIGURES["profiles"],
+        ),
+        pdfs=[
+            f"{RESULTS}/figures/{{experiment}}-{kind}.pdf"
+            for kind in ("intervals", "improvement", "profiles")
+        ],
+    log:
+        f"{RESULTS}/logs/rliable_figures/{{experiment}}.log",
+    params:
+        reps=config["bootstrap_reps"],
+        baseline=lambda wildcards: config["experiments"][wildcards.experiment]["baseline"],
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.rliable_figures --stats {input.stats} "
+        "--curves {input.curves} --selection {input.selection} "
+        "--intervals {output.intervals} --improvement {output.improvement} "
+        "--profiles {output.profiles} --reps {params.reps} "
         "--baseline {params.baseline} > {log} 2>&1"
 
 
@@ -227,9 +311,23 @@ rule theory_figure:
         slopes=f"{RESULTS}/tables/theory_slopes.csv",
         mlp=[f"{RESULTS}/tables/theory_mlp.csv"] if THEORY_MLP else [],
     output:
-        png=f"{RESULTS}/figures/theory.png",
+        png=report(
+            f"{RESULTS}/figures/theory.png",
+            category="Theory",
+            labels={"figure": "transitions needed versus d"},
+        ),
         pdf=f"{RESULTS}/figures/theory.pdf",
-        mlp=[f"{RESULTS}/figures/theory_mlp.png"] if THEORY_MLP else [],
+        mlp=(
+            [
+                report(
+                    f"{RESULTS}/figures/theory_mlp.png",
+                    category="Theory",
+                    labels={"figure": "MLP critics on a fixed buffer"},
+                )
+            ]
+            if THEORY_MLP
+            else []
+        ),
     log:
         f"{RESULTS}/logs/theory_figure.log",
     params:
@@ -275,7 +373,11 @@ rule report:
 rule throughput:
     output:
         json=f"{RESULTS}/benchmarks/throughput.json",
-        png=f"{RESULTS}/figures/throughput.png",
+        png=report(
+            f"{RESULTS}/figures/throughput.png",
+            category="Throughput",
+            labels={"figure": "seed-steps/s against population size"},
+        ),
     log:
         f"{RESULTS}/logs/throughput.log",
     params:

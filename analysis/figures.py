@@ -1,6 +1,8 @@
 """Learning-curve figures in the paper's style: one figure per experiment, one panel per
 (env, d), x = environment steps, y = a metric (success rate by default), mean +- sd over
-seeds for the selected batch x lr cell of each method variant.
+seeds for the selected batch x lr cell of each method variant, with a marker at every
+evaluation. Each method keeps the colour and marker `labels.method_style` gives it on every
+figure of the harness.
 
 Missing points are never averaged in: at each step the band is over the seeds that have a
 value there. A diverged seed stops having values, so from its divergence on the curve is an
@@ -36,13 +38,21 @@ from reengage.analysis.aggregate import (
     require_suffix,
     run_cli,
 )
-from reengage.analysis.labels import BOUNDED_METRICS, DEFAULT_BASELINE, dim_name, metric_name
+from reengage.analysis.labels import (
+    BOUNDED_METRICS,
+    DEFAULT_BASELINE,
+    VariantStyle,
+    dim_name,
+    metric_name,
+    variant_styles,
+)
 from reengage.analysis.select import check_metric, read_selection, selected_curves
 
-BASELINE_COLOR = "#333333"
+# Beyond this many evaluations per curve, markers sit on every k-th one so they stay apart.
+MAX_MARKERS = 25
 
 
-def _steps(value: float, _position: int) -> str:
+def step_ticks(value: float, _position: int) -> str:
     """Axis ticks as 0, 500, 1k, 2.5k, 400k: the paper's step counts span 3 decades."""
     if abs(value) >= 1000:
         return f"{value / 1000:g}k"
@@ -60,15 +70,31 @@ def curve_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return summary.reset_index()
 
 
-def _variant_order(table: pd.DataFrame, baseline: str) -> list[str]:
-    """Baseline first, then the others by method and coefficient, so colours are stable."""
+def variant_order(table: pd.DataFrame, baseline: str) -> list[str]:
+    """Baseline first, then the others by method and coefficient: the legend's order."""
     variants = table.drop_duplicates("variant")[["variant", "method", "c"]]
     variants = variants.assign(is_base=variants["method"] != baseline)
     variants = variants.sort_values(["is_base", "method", "c"], na_position="first")
     return variants["variant"].tolist()
 
 
-def _legend_labels(table: pd.DataFrame, order: list[str]) -> dict[str, str]:
+def styles_of(table: pd.DataFrame) -> dict[str, VariantStyle]:
+    """Each variant of `table` (columns variant, method, c) -> its style."""
+    variants = table.drop_duplicates("variant")
+    return variant_styles(zip(variants["variant"], variants["method"], variants["c"],
+                              strict=True))
+
+
+def experiment_title(table: pd.DataFrame) -> str:
+    """What the figure shows, in the environments' names rather than the config's key."""
+    return " and ".join(sorted(table["env"].unique()))
+
+
+def markevery(points: int) -> int:
+    return max(1, -(-points // MAX_MARKERS))
+
+
+def legend_labels(table: pd.DataFrame, order: list[str]) -> dict[str, str]:
     """run.json's label; made unique with the variant name if two variants share one."""
     labels = table.drop_duplicates("variant").set_index("variant")["label"]
     counts = labels.value_counts()
@@ -89,14 +115,11 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
     experiments = table["experiment"].unique()
     if len(experiments) != 1:
         raise AnalysisError(f"one experiment per figure; the tables hold {list(experiments)}")
-    experiment = experiments[0]
     panels = table[["env", "dim"]].drop_duplicates().sort_values(["env", "dim"])
     panels = list(panels.itertuples(index=False, name=None))
-    order = _variant_order(table, baseline)
-    labels = _legend_labels(table, order)
-    palette = iter(sns.color_palette("colorblind", len(order)))
-    base_variants = set(table.loc[table["method"] == baseline, "variant"])
-    colors = {v: BASELINE_COLOR if v in base_variants else next(palette) for v in order}
+    order = variant_order(table, baseline)
+    labels = legend_labels(table, order)
+    styles = styles_of(table)
     seeds = table.drop_duplicates(["env", "dim", "variant", "seed"])
     seed_counts = seeds.groupby(["env", "dim", "variant"]).size()
     diverged = seeds[seeds["status"] == "diverged"]
@@ -116,17 +139,21 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                 runs = panel[panel["variant"] == variant]
                 if runs.empty:
                     continue
+                style = styles[variant]
+                color = style.color
                 if runs.get("fixed_policy", pd.Series(False)).any():
                     # A fixed policy's level: the mean over every evaluation episode it ran.
-                    ax.axhline(runs[metric].mean(), color=colors[variant], lw=1.6, ls="--")
+                    ax.axhline(runs[metric].mean(), color=color, lw=1.6, ls="--",
+                               label=labels[variant])
                     continue
                 summary = curve_summary(runs, metric)
                 low = summary["mean"] - summary["std"]
                 high = summary["mean"] + summary["std"]
                 if bounded:
                     low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
-                color = colors[variant]
-                ax.plot(summary["step"], summary["mean"], color=color, lw=1.8)
+                ax.plot(summary["step"], summary["mean"], color=color, lw=1.8,
+                        ls=style.linestyle, marker=style.marker, ms=4.5,
+                        markevery=markevery(len(summary)), label=labels[variant])
                 ax.fill_between(summary["step"], low, high, color=color, alpha=0.18, lw=0)
                 for at in runs.loc[runs["status"] == "diverged", "diverged_at_step"].unique():
                     if pd.isna(at):
@@ -140,7 +167,7 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                            ls=["--", ":", "-."][offset % 3], zorder=1)
             ax.set_title(f"{env}, {dim_name(env)} = {dim}")
             ax.set_xlabel("environment steps")
-            ax.xaxis.set_major_formatter(FuncFormatter(_steps))
+            ax.xaxis.set_major_formatter(FuncFormatter(step_ticks))
             ax.set_xlim(left=0)
             if bounded:
                 ax.set_ylim(-0.02, 1.02)
@@ -157,13 +184,15 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                     for (env, dim), n in lost.items()
                 )
                 text += f"  (seeds diverged: {where})"
+            style = styles[variant]
             if table.loc[table["variant"] == variant].get(
                     "fixed_policy", pd.Series(False)).any():
-                handles.append(Line2D([], [], color=colors[variant], lw=1.6, ls="--"))
+                handles.append(Line2D([], [], color=style.color, lw=1.6, ls="--"))
                 names.append(f"{text} (no training; mean over all evaluation episodes)")
                 continue
-            handles.append((Line2D([], [], color=colors[variant], lw=1.8),
-                            Patch(color=colors[variant], alpha=0.18)))
+            handles.append((Patch(color=style.color, alpha=0.18),
+                            Line2D([], [], color=style.color, lw=1.8, ls=style.linestyle,
+                                   marker=style.marker, ms=4.5)))
             names.append(text)
         for offset, (name, value) in enumerate((reference_lines or {}).items()):
             handles.append(Line2D([], [], color="0.35", lw=1.2, ls=["--", ":", "-."][offset % 3]))
@@ -182,7 +211,9 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
         legend.get_title().set_color("0.35")
 
         counts = "/".join(str(n) for n in seeds_per_panel)
-        title = f"{experiment}: {metric_name(metric)}, mean ± sd over {counts} seeds"
+        title = textwrap.fill(f"{experiment_title(table)}: {metric_name(metric)}, mean ± sd "
+                              f"over {counts} seeds (markers: evaluations)",
+                              width=int(width * 9))
         if note:  # on its own wrapped line, so a long note never runs off the figure
             title += "\n" + textwrap.fill(note, width=int(width * 9))
         figure.suptitle(title)
@@ -241,8 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="horizontal reference line, e.g. 'Perfect greedy agent=21.3' "
                         "(repeatable)")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
-                        help=f"method drawn in grey, first in the legend (default "
-                        f"{DEFAULT_BASELINE})")
+                        help=f"method drawn first in the legend (default {DEFAULT_BASELINE})")
     return parser
 
 

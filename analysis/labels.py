@@ -1,13 +1,19 @@
 """Names every analysis stage shares: table columns, grouping keys, how a method variant is
-named, and how metrics are spelled on figures and in the report.
+named, how metrics are spelled on figures and in the report, and how each method looks
+(colour, marker, label) on every figure.
 
 Kept in one place because the stages talk to each other only through files (parquet and
-CSV): a column renamed here is renamed for every reader at once.
+CSV): a column renamed here is renamed for every reader at once, and a method keeps its
+colour from the learning curves to the statistics, diagnostics, theory and throughput
+figures.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 # The baseline every comparison is made against, by method name (configurable on each CLI).
 DEFAULT_BASELINE = "ddpg_her"
@@ -60,9 +66,119 @@ def task_name(env: str, dim: int) -> str:
     return f"{env}-d{dim}"
 
 
+# Each experiment's figures beside its learning curves (`{experiment}.png`), by kind, as
+# `{experiment}-{kind}.png`: no experiment name holds a hyphen, so one experiment's
+# diagnostics are never taken for another experiment's learning curves.
+EXPERIMENT_FIGURES = {
+    "intervals": "IQM, median, mean (and optimality gap) with 95 % CIs",
+    "improvement": "probability of improvement over the baseline",
+    "profiles": "performance profiles",
+    "diagnostics": "training diagnostics: Q mean, critic loss, goal-gradient loss",
+}
+
+
+def figure_name(experiment: str, kind: str | None = None) -> str:
+    """File name (without suffix) of an experiment's figure of one kind (None: its curves)."""
+    return experiment if kind is None else f"{experiment}-{kind}"
+
+
 # On the goal-set tasks the harness's `dim` is n_max, the number of goal slots.
 GOAL_SET_ENVS = ("DriveSeek", "NoisySeek")
 
 
 def dim_name(env: str) -> str:
     return "n_max" if env in GOAL_SET_ENVS else "d"
+
+
+# -- how a method looks ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class MethodStyle:
+    """What a reader sees of a method on every figure."""
+
+    label: str
+    color: str  # "#rrggbb"
+    marker: str
+
+
+# Okabe-Ito colours, distinguishable with every common colour-vision deficiency. A colour
+# belongs to a method family: the DDPG baseline is the same vermillion with HER on
+# ContinuousSeek, without it on the goal sets, and as the TD loss of the theory figures;
+# ReenGAGE is the same blue whether it regularises goal coordinates or goal-set gates.
+DDPG_FAMILY = MethodStyle("DDPG", "#d55e00", "o")
+REENGAGE_FAMILY = MethodStyle("ReenGAGE", "#0072b2", "s")
+METHOD_STYLES = {
+    "ddpg_her": MethodStyle("DDPG+HER", DDPG_FAMILY.color, DDPG_FAMILY.marker),
+    "ddpg": MethodStyle("DDPG", DDPG_FAMILY.color, DDPG_FAMILY.marker),
+    "reengage_her": MethodStyle("ReenGAGE+HER", REENGAGE_FAMILY.color, REENGAGE_FAMILY.marker),
+    "multi_reengage": MethodStyle("Multi-ReenGAGE", REENGAGE_FAMILY.color,
+                                  REENGAGE_FAMILY.marker),
+    "sb3_ddpg_her": MethodStyle("SB3 DDPG+HER", "#cc79a7", "^"),
+    "greedy": MethodStyle("Perfect greedy agent", "#009e73", "D"),
+}
+# Methods a plugin registers draw from these, none of which a known method uses (nor is
+# close to one: no sky blue beside ReenGAGE's lighter shades).
+EXTRA_COLORS = ("#e69f00", "#8c564b", "#9467bd", "#bcbd22", "#17becf", "#7f7f7f", "#882255")
+EXTRA_MARKERS = ("v", "P", "X", "*", "h", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def _digest(name: str) -> bytes:
+    # Python's hash() of a string changes between processes; a figure drawn twice, or by
+    # two stages, must give a method the same colour.
+    return hashlib.sha256(name.encode("utf-8")).digest()
+
+
+def method_style(method: str) -> MethodStyle:
+    """The method's style; an unknown method gets a fixed colour and marker of its own,
+    derived from its name, that no known method uses."""
+    if method in METHOD_STYLES:
+        return METHOD_STYLES[method]
+    digest = _digest(method)
+    return MethodStyle(method, EXTRA_COLORS[digest[0] % len(EXTRA_COLORS)],
+                       EXTRA_MARKERS[digest[1] % len(EXTRA_MARKERS)])
+
+
+def shade(color: str, amount: float) -> str:
+    """`color` mixed with white (amount > 0) or black (amount < 0) by |amount| in [0, 1]."""
+    rgb = [int(color[i:i + 2], 16) for i in (1, 3, 5)]
+    target = 255 if amount > 0 else 0
+    mixed = [round(c + (target - c) * abs(amount)) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in mixed)
+
+
+@dataclass(frozen=True)
+class VariantStyle:
+    """One curve: its method's colour (shaded when the method has several coefficients) and
+    marker, and a line style that tells the coefficients apart."""
+
+    color: str
+    marker: str
+    linestyle: str
+
+
+def variant_styles(variants: Iterable[tuple[str, str, float | None]]) -> dict[str, VariantStyle]:
+    """(variant, method, c) triples -> their styles.
+
+    The variants of one method share its hue: ordered by c, they run from lighter to darker
+    and take solid, dashed, dash-dot and dotted lines in turn. A method with one variant is
+    drawn in its own colour with a solid line.
+    """
+    by_method: dict[str, list[tuple[float, str]]] = {}
+    seen = set()
+    for variant, method, c in variants:
+        if variant in seen:  # by name: a missing c (NaN) never equals itself
+            continue
+        seen.add(variant)
+        key = -math.inf if c is None or (isinstance(c, float) and math.isnan(c)) else float(c)
+        by_method.setdefault(method, []).append((key, variant))
+    styles = {}
+    for method, members in by_method.items():
+        base = method_style(method)
+        members.sort()
+        count = len(members)
+        for k, (_, variant) in enumerate(members):
+            # Lighter for the smallest c, darker for the largest, the plain colour between.
+            amount = 0.0 if count == 1 else 0.4 - 0.75 * k / (count - 1)
+            styles[variant] = VariantStyle(shade(base.color, amount), base.marker,
+                                           LINESTYLES[k % len(LINESTYLES)])
+    return styles

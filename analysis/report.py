@@ -2,12 +2,18 @@
 measured, with the numbers and a verdict, generated from the tables only.
 
 Each experiment's tables live in `TABLES/{experiment}/` (`selection.csv`, and when present
-`stats.csv`, `runtime.csv`, `runtime.md`); its figure is `FIGURES/{experiment}.png`. Which
+`stats.csv`, `runtime.csv`, `runtime.md`); its figure is `FIGURES/{experiment}.png`, and
+the figures beside it (`labels.EXPERIMENT_FIGURES`: rliable's views, diagnostics) are
+linked where they exist. Which
 experiment bears on which claim is decided by environment and method names (`CLAIMS`
 below), so a claim whose environment or methods were not run reads "not covered by this
 config".
 
 Verdicts (also written into the report, section "How verdicts are decided"):
+* Any verdict drawn from seeds: "too few seeds" when either side has fewer than
+  `MIN_SEEDS` (5) usable seeds per d, whatever its interval says. A bootstrap over 3 seeds
+  has only 10 distinct resamples of each side, so its interval can collapse to a point
+  (P(improvement) 1.00 [1.00, 1.00] from 3 seeds against 3) and read as certainty.
 * "A beats B": the probability of improvement of A over B on the normalised AUC, over all d
   of the environment, with its 95 % stratified-bootstrap CI (stats.py). Supported if the CI
   lies above 0.5, not supported if it lies below 0.5, inconclusive if it contains 0.5. With
@@ -18,14 +24,16 @@ Verdicts (also written into the report, section "How verdicts are decided"):
   contains 0 (inconclusive).
 * "no significant gain": supported if no variant's PoI CI lies above 0.5.
 * runtime: the median over settings of (wall time with / without) within the paper's
-  +34..60 % widened by 10 points, 1.24..1.70 (supported); below 1.0 or above 2.0 (not
-  supported); otherwise inconclusive.
+  +34..60 % widened by 10 points, 1.24..1.70 (supported); from 1.0 to the band "cheaper
+  than the paper" and from the band to 2.0 "costlier than the paper" (a constant factor
+  still, outside the measured range); below 1.0 or above 2.0 (not supported).
 * theory: per environment, supported if the TD slope's CI lies above the gradient slope's
   and the slopes are near 2 and 1 (within 0.5); not supported if the TD slope's CI lies
   below the gradient's or a CI lies wholly outside its expected band; else inconclusive.
-A claim made of several parts is supported if every covered part is, not supported if any
-is, inconclusive otherwise. Diverged seeds are left out of the statistics; the report shows
-how many there were beside every comparison.
+A claim made of several parts takes its parts' verdict when they agree; otherwise it is not
+supported if any part is, too few seeds if any part is, and inconclusive otherwise.
+Diverged seeds are left out of the statistics; the report shows how many there were beside
+every comparison.
 
 A control column (an independent implementation of one of our methods, `labels.CONTROLS`:
 Stable-Baselines3's DDPG+HER for our DDPG+HER) enters no claim: each experiment's section
@@ -56,13 +64,23 @@ from reengage.analysis.aggregate import (
     require_suffix,
     run_cli,
 )
-from reengage.analysis.labels import CONTROLS, dim_name, metric_name
+from reengage.analysis.labels import (
+    CONTROLS,
+    EXPERIMENT_FIGURES,
+    dim_name,
+    figure_name,
+    metric_name,
+)
 from reengage.analysis.runtime import PAPER_RATIO_RANGE, RUNTIME_COLUMNS
 from reengage.analysis.select import read_selection
 from reengage.analysis.stats import STATS_COLUMNS
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+TOO_FEW_SEEDS = "too few seeds"
+CHEAPER, COSTLIER = "cheaper than the paper", "costlier than the paper"
 NOT_COVERED = "not covered by this config"
+# Below this many usable seeds per d on either side, an interval is not evidence enough.
+MIN_SEEDS = 5
 RUNTIME_BAND = (PAPER_RATIO_RANGE[0] - 0.10, PAPER_RATIO_RANGE[1] + 0.10)
 RUNTIME_FAR = (1.0, 2.0)
 THEORY_EXPECTED = {"td": 2.0, "gradient": 1.0}
@@ -90,6 +108,12 @@ class Experiment:
     @property
     def chosen(self) -> pd.DataFrame:
         return self.selection[self.selection["selected"]]
+
+    def other_figures(self) -> list[tuple[str, Path]]:
+        """(what it shows, path) of each figure beside the learning curves that exists."""
+        found = [(what, self.figure.with_name(f"{figure_name(self.name, kind)}.png"))
+                 for kind, what in EXPERIMENT_FIGURES.items()]
+        return [(what, path) for what, path in found if path.is_file()]
 
 
 def _read_optional_csv(path: Path, columns: list[str] | None = None,
@@ -170,14 +194,32 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def combine(verdicts: list[str]) -> str:
-    """All supported -> supported; any not supported -> not supported; else inconclusive."""
+    """Parts that agree -> their verdict; else any not supported -> not supported; any too
+    few seeds -> too few seeds; else inconclusive."""
     if not verdicts:
         return NOT_COVERED
-    if all(v == SUPPORTED for v in verdicts):
-        return SUPPORTED
-    if any(v == NOT_SUPPORTED for v in verdicts):
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    if NOT_SUPPORTED in verdicts:
         return NOT_SUPPORTED
+    if TOO_FEW_SEEDS in verdicts:
+        return TOO_FEW_SEEDS
     return INCONCLUSIVE
+
+
+def seed_verdict(verdict: str, n_runs: float, baseline_n_runs: float) -> str:
+    """`verdict`, unless either side has fewer than MIN_SEEDS seeds: then too few seeds."""
+    if min(n_runs, baseline_n_runs) < MIN_SEEDS:
+        return TOO_FEW_SEEDS
+    return verdict
+
+
+def _verdict_cell(verdict: str, reading: str, n_runs: float, baseline_n_runs: float) -> str:
+    """The table cell: the verdict, and what the interval alone said when seeds were few."""
+    if verdict == TOO_FEW_SEEDS and reading != TOO_FEW_SEEDS:
+        return (f"{TOO_FEW_SEEDS} ({int(n_runs)} / {int(baseline_n_runs)}; the interval alone "
+                f"reads {reading})")
+    return verdict
 
 
 def interval_verdict(low: float, high: float, threshold: float) -> str:
@@ -270,8 +312,10 @@ def _comparison_table(rows: pd.DataFrame, comparison: Comparison, score: str,
             f"{int(poi['n_diverged'])} / {int(poi['baseline_n_diverged'])}",
         ]
         if verdict_of:
-            verdicts.append(verdict_of(poi))
-            row.append(verdicts[-1])
+            reading = verdict_of(poi)
+            verdicts.append(seed_verdict(reading, poi["n_runs"], poi["baseline_n_runs"]))
+            row.append(_verdict_cell(verdicts[-1], reading, poi["n_runs"],
+                                     poi["baseline_n_runs"]))
         body.append(row)
     if not body:
         return [], []
@@ -312,12 +356,14 @@ def _growth_part(experiments: list[Experiment], comparison: Comparison,
                     why_not_covered="needs two d values or more" if not rows.empty else "")
     body, verdicts = [], []
     for _, r in growth.sort_values(["experiment", "env", "score", "c"]).iterrows():
-        verdict = interval_verdict(r["ci_low"], r["ci_high"], 0.0)
+        reading = interval_verdict(r["ci_low"], r["ci_high"], 0.0)
+        verdict = seed_verdict(reading, r["n_runs"], r["baseline_n_runs"])
+        cell = _verdict_cell(verdict, reading, r["n_runs"], r["baseline_n_runs"])
         if r["score"] == "auc":
             verdicts.append(verdict)
         body.append([r["experiment"], f"{r['env']} d={_dims(r['tasks'])}",
                      r["label"], r["score"], _ci(r, 3),
-                     verdict if r["score"] == "auc" else f"({verdict}; not used)"])
+                     cell if r["score"] == "auc" else f"({cell}; not used)"])
     lines = ["Margin growth = IQM difference (method − baseline) at the largest d minus at "
              "the smallest d:", "",
              *_table(["experiment", "tasks", "method", "score", "growth [95% CI]", "verdict"],
@@ -359,6 +405,7 @@ def _instability_part(experiments: list[Experiment], comparison: Comparison,
         verdict = NOT_SUPPORTED
     else:
         verdict = INCONCLUSIVE
+    verdict = seed_verdict(verdict, large["n_runs"], small["n_runs"])
     body = [[r["label"], _ci(r), f"{int(r['n_diverged'])} of {int(r['n_seeds'])}"]
             for r in (small, large)]
     return Part(statement, verdict,
@@ -380,12 +427,7 @@ def _runtime_part(experiments: list[Experiment], pairs: list[Comparison],
         return Part(statement, None)
     ratios = rows["ratio"].to_numpy(float)
     median = float(np.median(ratios))
-    if RUNTIME_BAND[0] <= median <= RUNTIME_BAND[1]:
-        verdict = SUPPORTED
-    elif median < RUNTIME_FAR[0] or median > RUNTIME_FAR[1]:
-        verdict = NOT_SUPPORTED
-    else:
-        verdict = INCONCLUSIVE
+    verdict = runtime_verdict(median)
     slowdown = rows["update_slowdown"].dropna()
     body = [[r["experiment"], r["env"], r["dim"], r["batch_size"], r["label"],
              f"{r['wall_time_mean_s']:.1f}", f"{r['baseline_wall_time_mean_s']:.1f}",
@@ -401,11 +443,27 @@ def _runtime_part(experiments: list[Experiment], pairs: list[Comparison],
         *_table(["experiment", "env", "d", "batch", "method", "with (s)", "without (s)",
                  "ratio", "update slowdown", "populations"], body),
     ]
+    if verdict in (CHEAPER, COSTLIER):
+        evidence += ["", f"ReenGAGE cost {median - 1:+.0%} here against the paper's "
+                     f"{PAPER_RATIO_RANGE[0] - 1:+.0%} … {PAPER_RATIO_RANGE[1] - 1:+.0%}: a "
+                     "constant factor as the paper says, but "
+                     f"{'below' if verdict == CHEAPER else 'above'} the band "
+                     f"{RUNTIME_BAND[0]:.2f}–{RUNTIME_BAND[1]:.2f} the verdict accepts as the "
+                     "paper's measurement."]
     if ratios.max() / ratios.min() > 1.5:
         evidence += ["", "The ratios vary by more than 1.5× between settings: timings on a "
                      "shared machine are noisy (were several populations run at once?); "
                      "the verdict uses the median."]
     return Part(statement, verdict, evidence)
+
+
+def runtime_verdict(median: float) -> str:
+    """Claim 6 from the median wall-time ratio (with / without ReenGAGE)."""
+    if RUNTIME_BAND[0] <= median <= RUNTIME_BAND[1]:
+        return SUPPORTED
+    if median < RUNTIME_FAR[0] or median > RUNTIME_FAR[1]:
+        return NOT_SUPPORTED
+    return CHEAPER if median < RUNTIME_BAND[0] else COSTLIER
 
 
 def _theory_part(theory: pd.DataFrame | None, statement: str) -> Part:
@@ -565,6 +623,10 @@ def _experiment_section(e: Experiment, out_dir: Path) -> list[str]:
         lines += [f"![{e.name}]({rel})", "", f"Figure: [{rel}]({rel}) ([PDF]({pdf}))", ""]
     else:
         lines += [f"(no figure at {e.figure})", ""]
+    others = [f"[{what}]({Path(os.path.relpath(path, out_dir)).as_posix()})"
+              for what, path in e.other_figures()]
+    if others:
+        lines += ["More figures: " + "; ".join(others) + ".", ""]
     chosen = e.chosen.sort_values(["env", "dim", "method", "c"], na_position="first")
     body = [[r["env"], r["dim"], r["label"], r["batch_size"], f"{r['lr']:g}",
              f"{r['auc_mean']:.3f} ± {_num(r['auc_sd'], 3)}",
@@ -692,6 +754,10 @@ _RULES = [
     "- Scores: the normalised area under the curve (trapezoidal area / training steps: the "
     "time-average of the metric) of the selected batch × lr cell; statistics from rliable "
     "with 95 % stratified-bootstrap CIs over seeds, the d values of an environment as tasks.",
+    f"- *Too few seeds*: a verdict drawn from fewer than {MIN_SEEDS} usable seeds per d on "
+    "either side reads *too few seeds*, whatever its interval says (the table beside it "
+    "gives what the interval alone reads): a bootstrap over 3 seeds has 10 distinct "
+    "resamples per side, and its interval can collapse to a point.",
     "- *A beats B*: probability of improvement of A over B on the AUC, all d pooled. "
     "Supported if its CI lies above 0.5, not supported if below 0.5, inconclusive otherwise. "
     "With several c, supported only if every c is; not supported if any c is worse.",
@@ -700,13 +766,15 @@ _RULES = [
     "- *No significant gain*: supported unless some variant's PoI CI lies above 0.5.",
     f"- *Runtime*: median wall-time ratio over settings in {RUNTIME_BAND[0]:.2f}–"
     f"{RUNTIME_BAND[1]:.2f} (the paper's {PAPER_RATIO_RANGE[0]:.2f}–"
-    f"{PAPER_RATIO_RANGE[1]:.2f} widened by 0.10): supported; below {RUNTIME_FAR[0]:.1f} or "
-    f"above {RUNTIME_FAR[1]:.1f}: not supported; else inconclusive.",
+    f"{PAPER_RATIO_RANGE[1]:.2f} widened by 0.10): supported; from {RUNTIME_FAR[0]:.1f} up "
+    f"to the band: *{CHEAPER}*; from the band up to {RUNTIME_FAR[1]:.1f}: *{COSTLIER}*; "
+    f"below {RUNTIME_FAR[0]:.1f} or above {RUNTIME_FAR[1]:.1f}: not supported.",
     f"- *Theory*: TD slope CI above the gradient slope CI and slopes within "
     f"{THEORY_TOLERANCE} of 2 and 1: supported; TD CI below the gradient CI, or a CI wholly "
     "outside its expected band: not supported; else inconclusive.",
-    "- A claim of several parts: supported if every covered part is, not supported if any "
-    "is, else inconclusive. Diverged seeds are left out of the statistics and counted in the "
+    "- A claim of several parts: the parts' verdict where they agree; otherwise not "
+    "supported if any part is, too few seeds if any part is, else inconclusive. Diverged "
+    "seeds are left out of the statistics and counted in the "
     "tables; model selection counts them as failing from their divergence on.",
 ]
 
@@ -716,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reengage.analysis.report",
         description="Write the claims report: each claim of the paper (docs/paper.md §5) beside "
         "what the tables measured, with a verdict (supported / not supported / inconclusive "
-        "/ not covered by this config).",
+        "/ too few seeds / cheaper or costlier than the paper / not covered by this config).",
         epilog="example: python -m reengage.analysis.report --tables results/tables "
         "--figures results/figures --out results/report.md "
         "--theory results/tables/theory_slopes.csv",

@@ -19,6 +19,9 @@ resamples seeds within each task.
   resampled independently, so they may have different seed counts.
 * `margin_growth` = IQM difference (variant - baseline) at the largest d minus at the
   smallest d: positive when the margin grows with d.
+* Beside the IQM, over all d at once: the `median` and the `mean` and, for a metric bounded
+  by 1 (the success rate), the `optimality_gap` (the mean shortfall from 1), rliable's
+  other aggregates, which its interval-estimate figure sets side by side.
 
 All bootstraps of one variant (or pair) share one resampling per repetition and yield every
 scope (all d, each d) and both scores at once, which keeps 2000 repetitions affordable.
@@ -51,10 +54,14 @@ from reengage.analysis.aggregate import (
     run_cli,
     write_csv,
 )
-from reengage.analysis.labels import DEFAULT_BASELINE
+from reengage.analysis.labels import BOUNDED_METRICS, DEFAULT_BASELINE
 from reengage.analysis.select import check_metric, read_selection, seed_scores, selected_curves
 
 SCORES = ("auc", "final")
+# rliable's aggregates beside the IQM (all d pooled). The optimality gap measures the
+# shortfall from a best possible score of 1, which only a bounded metric has.
+AGGREGATES = {"median": metrics.aggregate_median, "mean": metrics.aggregate_mean}
+BOUNDED_AGGREGATES = {**AGGREGATES, "optimality_gap": metrics.aggregate_optimality_gap}
 STATS_COLUMNS = [
     "experiment", "env", "scope", "dim", "statistic", "score", "metric", "variant", "method",
     "c", "label", "baseline_method", "baseline_variant", "baseline_label", "estimate",
@@ -105,7 +112,7 @@ class VariantScores:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """rliable's stratified bootstraps draw from numpy's global generator (not from their
     `random_state`), so reproducibility needs the global state seeded; restore it after."""
     state = np.random.get_state()
@@ -120,11 +127,18 @@ def _iqm(scores: np.ndarray) -> float:
     return float(metrics.aggregate_iqm(scores))
 
 
-def _single_stat(n_tasks: int):
-    """[IQM over all tasks (auc, final), then per task (auc, final)]."""
+def _aggregates(metric: str) -> dict:
+    return BOUNDED_AGGREGATES if metric in BOUNDED_METRICS else AGGREGATES
+
+
+def _single_stat(n_tasks: int, aggregates: dict):
+    """[IQM over all tasks (auc, final), then per task (auc, final), then each of
+    `aggregates` over all tasks (auc, final)]."""
     def stat(x: np.ndarray) -> np.ndarray:
         out = [_iqm(x[:, :, k]) for k in range(2)]
         out += [_iqm(x[:, t, k]) for t in range(n_tasks) for k in range(2)]
+        out += [float(aggregate(x[:, :, k])) for aggregate in aggregates.values()
+                for k in range(2)]
         return np.array(out)
     return stat
 
@@ -148,7 +162,7 @@ def _pair_stat(n_tasks: int):
 
 
 def _interval(score_dict: dict, stat, reps: int, confidence: float, seed: int):
-    with _seeded(seed), warnings.catch_warnings():
+    with seeded(seed), warnings.catch_warnings():
         # arch warns when a bootstrap statistic is constant (e.g. every seed succeeds).
         warnings.simplefilter("ignore", RuntimeWarning)
         points, intervals = library.get_interval_estimates(
@@ -214,8 +228,11 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
                 print(f"note: {vs.variant} on {env} has no usable seed", file=sys.stderr)
                 continue
             matrix, dropped = vs.matrix(dims)
-            point, ci = _interval({vs.variant: matrix}, _single_stat(len(dims)), reps,
-                                  confidence, seed + index)
+            aggregates = _aggregates(metric)
+            # One resampling yields the IQM and the other aggregates, so adding an aggregate
+            # leaves the IQM's interval as it was.
+            point, ci = _interval({vs.variant: matrix}, _single_stat(len(dims), aggregates),
+                                  reps, confidence, seed + index)
             for scope, scope_dims in [(None, dims)] + [(d, [d]) for d in dims]:
                 offset = 0 if scope is None else 2 + 2 * dims.index(scope)
                 extra = {"n_runs": len(matrix), **vs.counts(scope_dims), "n_dropped": dropped
@@ -224,6 +241,12 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
                 for k, score in enumerate(SCORES):
                     add(env, scope_dims, scope, "iqm", score, vs, point[offset + k],
                         ci[:, offset + k], extra)
+            extra = {"n_runs": len(matrix), **vs.counts(dims), "n_dropped": dropped,
+                     "note": vs.note(dims)}
+            for j, name in enumerate(aggregates):
+                at = 2 + 2 * len(dims) + 2 * j
+                for k, score in enumerate(SCORES):
+                    add(env, dims, None, name, score, vs, point[at + k], ci[:, at + k], extra)
             for base in baselines:
                 if base.variant == vs.variant:
                     continue

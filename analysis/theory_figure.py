@@ -21,14 +21,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from reengage.analysis.labels import DDPG_FAMILY, REENGAGE_FAMILY  # noqa: E402
+
 ENV_ORDER = ("RotationReach", "TwoPhaseRotation")
+# The TD loss is DDPG's and the goal-gradient loss ReenGAGE's: each is drawn in its
+# method's colour and marker, as on the learning curves.
 LOSS_STYLE = {
-    "td": {"label": "TD loss", "color": "#c44e52", "marker": "o"},
-    "gradient": {"label": "goal-gradient loss (ReenGAGE)", "color": "#4c72b0", "marker": "s"},
+    "td": {"label": "TD loss (DDPG)", "color": DDPG_FAMILY.color,
+           "marker": DDPG_FAMILY.marker},
+    "gradient": {"label": "goal-gradient loss (ReenGAGE)", "color": REENGAGE_FAMILY.color,
+                 "marker": REENGAGE_FAMILY.marker},
 }
 METHOD_STYLE = {
-    "ddpg": {"label": "DDPG (TD loss)", "color": "#c44e52", "marker": "o"},
-    "reengage": {"label": "ReenGAGE (TD + c·gradient)", "color": "#4c72b0", "marker": "s"},
+    "ddpg": {"label": "DDPG (TD loss)", "color": DDPG_FAMILY.color,
+             "marker": DDPG_FAMILY.marker},
+    "reengage": {"label": "ReenGAGE (TD + c·gradient)", "color": REENGAGE_FAMILY.color,
+                 "marker": REENGAGE_FAMILY.marker},
 }
 
 

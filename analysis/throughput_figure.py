@@ -19,8 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-METHODS = {"ddpg_her": ("DDPG+HER", "tab:blue"), "reengage_her": ("ReenGAGE+HER", "tab:orange")}
-SB3_COLOR = "tab:green"
+from reengage.analysis.labels import method_style  # noqa: E402
+
+# Each contender in its method's colour, as on every other figure.
+METHODS = {m: (method_style(m).label, method_style(m).color)
+           for m in ("ddpg_her", "reengage_her")}
+SB3 = method_style("sb3_ddpg_her")
 DEFAULT_OUT = Path("results/figures/throughput.png")
 
 
@@ -68,8 +72,8 @@ def plot_throughput(json_path: Path | str, out_png: Path | str = DEFAULT_OUT) ->
         low = [m - r["seed_steps_per_s_min"] for m, r in zip(y, rows, strict=True)]
         high = [r["seed_steps_per_s_max"] - m for m, r in zip(y, rows, strict=True)]
         populations.update(x)
-        ax.errorbar(x, y, yerr=[low, high], color=color, marker="o", capsize=4, lw=2,
-                    label=f"{label} (ours, population)")
+        ax.errorbar(x, y, yerr=[low, high], color=color, marker=method_style(contender).marker,
+                    capsize=4, lw=2, label=f"{label} (ours, population)")
         for xi, yi in zip(x, y, strict=True):
             ax.annotate(f"{yi:.3g}", (xi, yi), textcoords="offset points", xytext=(8, 4),
                         fontsize=8, color=color, fontweight="bold")
@@ -80,10 +84,10 @@ def plot_throughput(json_path: Path | str, out_png: Path | str = DEFAULT_OUT) ->
     sb3 = next((r for r in records if r.get("contender") == "sb3_ddpg_her"
                 and r.get("seed_steps_per_s_median") is not None), None)
     if sb3 is not None:
-        ax.axhline(sb3["seed_steps_per_s_median"], color=SB3_COLOR, ls="--", lw=2,
-                   label=f"Stable-Baselines3 DDPG+HER, 1 seed: {sb3['seed_steps_per_s_median']:.3g}"
-                   f" (band: min–max)")
-        ax.axhspan(sb3["seed_steps_per_s_min"], sb3["seed_steps_per_s_max"], color=SB3_COLOR,
+        ax.axhline(sb3["seed_steps_per_s_median"], color=SB3.color, ls="--", lw=2,
+                   label=f"{SB3.label} (Stable-Baselines3), 1 seed: "
+                   f"{sb3['seed_steps_per_s_median']:.3g} (band: min–max)")
+        ax.axhspan(sb3["seed_steps_per_s_min"], sb3["seed_steps_per_s_max"], color=SB3.color,
                    alpha=0.15, lw=0)
     if populations:
         ax.set_xscale("log")

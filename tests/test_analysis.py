@@ -13,10 +13,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reengage.analysis import aggregate, figures, report, runtime, select, stats
+from reengage.analysis import (
+    aggregate,
+    diagnostics_figure,
+    figures,
+    report,
+    rliable_figures,
+    runtime,
+    select,
+    stats,
+)
 from reengage.analysis.aggregate import AnalysisError, aggregate_runs
 from reengage.analysis.figures import curve_summary, draw_experiment, plot_experiment
-from reengage.analysis.report import build_report, load_experiments
+from reengage.analysis.report import Experiment, build_report, load_experiments
 from reengage.analysis.runtime import runtime_table
 from reengage.analysis.select import select_cells
 from reengage.analysis.stats import compute_stats
@@ -284,7 +293,7 @@ def test_runtime_is_per_population_with_ratio(tmp_path):
 def test_report_covers_what_was_run_and_says_not_covered_otherwise(tmp_path):
     runs = tmp_path / "runs" / "cs"
     for dim in (2, 3):
-        for seed in range(3):
+        for seed in range(report.MIN_SEEDS):
             write_run(runs, "ddpg_her", seed, [0.0, 0.1, 0.2], dim=dim, wall_time=10.0)
             write_run(runs, "reengage_her", seed, [0.0, 0.8, 0.9], dim=dim, c=0.2,
                       wall_time=14.0)
@@ -321,6 +330,102 @@ def test_report_covers_what_was_run_and_says_not_covered_otherwise(tmp_path):
     assert "ReenGAGE+HER beats DDPG+HER (every c, all d pooled): **supported**" in text
     assert "![cs](figures/cs.png)" in text  # relative to the report
     assert "reduced: 200 steps" in text and "reduced: d 2, 3" in text
+    assert "More figures" not in text  # none drawn beside the curves here
+
+
+def _separated_runs(root: Path, seeds: int) -> Experiment:
+    """ReenGAGE+HER far above DDPG+HER at d = 2 and 4, with `seeds` seeds each."""
+    for dim in (2, 4):
+        for seed in range(seeds):
+            write_run(root, "ddpg_her", seed, [0.0, 0.1, 0.1 + 0.01 * seed], dim=dim)
+            write_run(root, "reengage_her", seed, [0.0, 0.8, 0.8 + 0.01 * seed], dim=dim,
+                      c=0.2)
+    curves = curves_of(root)
+    selection = select_cells(curves)
+    return Experiment("cs", selection, compute_stats(curves, selection, reps=50, seed=0),
+                      None, None, root / "cs.png")
+
+
+def _claim(text: str, number: int) -> str:
+    return text.split(f"### Claim {number}\n")[1].split("### Claim")[0]
+
+
+def test_fewer_than_five_seeds_a_side_read_too_few_seeds(tmp_path):
+    """3 seeds against 3 that all beat the baseline: the interval collapses to [1, 1], and
+    the verdict says too few seeds, not supported; with 5 a side it is supported."""
+    few = _separated_runs(tmp_path / "few", 3)
+    poi = few.stats[(few.stats["statistic"] == "poi") & (few.stats["scope"] == "all_d")
+                    & (few.stats["score"] == "auc")].iloc[0]
+    assert poi["ci_low"] == poi["ci_high"] == 1.0
+    text = _claim(build_report([few], tmp_path / "report.md"), 1)
+    assert "**Verdict: too few seeds**" in text
+    assert ("ReenGAGE+HER beats DDPG+HER (every c, all d pooled): **too few seeds**" in text)
+    assert "| too few seeds (3 / 3; the interval alone reads supported) |" in text
+    assert "the margin grows with d: **too few seeds**" in text
+
+    enough = _separated_runs(tmp_path / "enough", report.MIN_SEEDS)
+    text = _claim(build_report([enough], tmp_path / "report.md"), 1)
+    assert "ReenGAGE+HER beats DDPG+HER (every c, all d pooled): **supported**" in text
+    assert "too few seeds" not in text
+
+
+@pytest.mark.parametrize("verdicts, expected", [
+    ([report.SUPPORTED, report.SUPPORTED], report.SUPPORTED),
+    ([report.TOO_FEW_SEEDS, report.TOO_FEW_SEEDS], report.TOO_FEW_SEEDS),
+    ([report.SUPPORTED, report.TOO_FEW_SEEDS], report.TOO_FEW_SEEDS),
+    ([report.INCONCLUSIVE, report.TOO_FEW_SEEDS], report.TOO_FEW_SEEDS),
+    ([report.NOT_SUPPORTED, report.TOO_FEW_SEEDS], report.NOT_SUPPORTED),
+    ([report.SUPPORTED, report.INCONCLUSIVE], report.INCONCLUSIVE),
+    ([report.CHEAPER], report.CHEAPER),
+    ([], report.NOT_COVERED),
+])
+def test_parts_combine_into_a_claim(verdicts, expected):
+    assert report.combine(verdicts) == expected
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    (1.40, report.SUPPORTED), (1.24, report.SUPPORTED), (1.70, report.SUPPORTED),
+    (1.22, report.CHEAPER), (1.00, report.CHEAPER), (1.85, report.COSTLIER),
+    (0.90, report.NOT_SUPPORTED), (2.50, report.NOT_SUPPORTED),
+])
+def test_runtime_verdict_bands(ratio, expected):
+    assert report.runtime_verdict(ratio) == expected
+
+
+def test_claim_six_says_when_reengage_is_cheaper_than_the_paper(tmp_path):
+    """The default reference run measured a median ratio of 1.22: a constant factor, below
+    the paper's +34 … +60 %, which the report now says instead of 'inconclusive'."""
+    for seed, wall in ((0, 100.0), (1, 100.0)):
+        write_run(tmp_path, "ddpg_her", seed, [0.0, 1.0], population=[0, 1], wall_time=wall)
+        write_run(tmp_path, "reengage_her", seed, [0.0, 1.0], c=0.2, population=[0, 1],
+                  wall_time=wall * 1.22)
+    curves = curves_of(tmp_path)
+    experiment = Experiment("cs", select_cells(curves), None, runtime_table(curves), None,
+                            tmp_path / "cs.png")
+    text = build_report([experiment], tmp_path / "report.md")
+    claim = _claim(text, 6)
+    assert f"**Verdict: {report.CHEAPER}**" in claim
+    assert "ReenGAGE cost +22% here against the paper's +34% … +60%" in claim
+    assert f"| 6 | Runtime: ReenGAGE costs a constant factor (measured +34 % … +60 %). | " \
+           f"**{report.CHEAPER}** |" in text
+
+
+def test_report_links_the_figures_beside_the_curves(tmp_path):
+    figures_dir = tmp_path / "results" / "figures"
+    figures_dir.mkdir(parents=True)
+    for name in ("cs.png", "cs-intervals.png", "cs-diagnostics.png"):
+        (figures_dir / name).write_bytes(b"\x89PNG")
+    experiment = Experiment("cs", select_cells(_three_methods_curves(tmp_path / "runs")),
+                            None, None, None, figures_dir / "cs.png")
+    text = build_report([experiment], tmp_path / "results" / "report.md")
+    assert ("More figures: [IQM, median, mean (and optimality gap) with 95 % CIs]"
+            "(figures/cs-intervals.png); [training diagnostics: Q mean, critic loss, "
+            "goal-gradient loss](figures/cs-diagnostics.png).") in text
+
+
+def _three_methods_curves(root: Path) -> pd.DataFrame:
+    _three_methods(root)
+    return curves_of(root)
 
 
 def test_report_without_theory_or_runtime_says_not_covered(tmp_path):
@@ -347,12 +452,14 @@ def test_report_cli_refuses_an_empty_tables_directory(tmp_path, capsys):
 
 
 def test_analysis_imports_no_learner_and_every_cli_has_help():
-    code = ("import sys; import reengage.analysis.report, reengage.analysis.figures; "
+    code = ("import sys; import reengage.analysis.report, reengage.analysis.figures, "
+            "reengage.analysis.diagnostics_figure, reengage.analysis.rliable_figures; "
             "bad = [m for m in ('torch', 'gymnasium', 'reengage.envs', 'reengage.agents') "
             "if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    for module in (aggregate, select, figures, stats, runtime, report):
+    for module in (aggregate, select, figures, stats, runtime, report, diagnostics_figure,
+                   rliable_figures):
         with pytest.raises(SystemExit) as exit_:
             module.main(["--help"])
         assert exit_.value.code == 0

@@ -13,7 +13,8 @@ import pytest
 
 from reengage.analysis import report
 from reengage.analysis.aggregate import aggregate_runs
-from reengage.analysis.figures import BASELINE_COLOR, draw_experiment
+from reengage.analysis.figures import draw_experiment
+from reengage.analysis.labels import method_style
 from reengage.analysis.report import Experiment, build_report, control_position
 from reengage.analysis.select import select_cells
 from reengage.analysis.stats import STATS_COLUMNS, compute_stats
@@ -119,7 +120,8 @@ def test_no_control_subsection_without_both_columns(tmp_path):
 def test_sb3_takes_no_part_in_the_claims(tmp_path):
     """Real statistics of DDPG+HER, ReenGAGE+HER and an SB3 column far above both: the
     claims read the same with the SB3 rows as without them, and never name SB3."""
-    write_grid(tmp_path / "runs", {"ddpg_her": 0.2, "reengage_her": 0.6, "sb3_ddpg_her": 0.95})
+    write_grid(tmp_path / "runs", {"ddpg_her": 0.2, "reengage_her": 0.6, "sb3_ddpg_her": 0.95},
+               seeds=report.MIN_SEEDS)
     curves = aggregate_runs(tmp_path / "runs", "cs")
     selection = select_cells(curves)
     stats = compute_stats(curves, selection, reps=50, seed=0)
@@ -147,9 +149,11 @@ def test_the_figure_draws_sb3_as_its_own_curve(tmp_path):
     assert texts == ["DDPG+HER", "SB3 DDPG+HER"]
     lines = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) > 1]
     assert len(lines) == 2
-    colors = {line.get_color() for line in lines}
-    assert len(colors) == 2 and BASELINE_COLOR in colors  # SB3 is not drawn as the baseline
-    sb3 = next(line for line in lines if line.get_color() != BASELINE_COLOR)
+    colors = {line.get_label(): line.get_color() for line in lines}
+    # Each in its own method's colour: SB3's control is not drawn as our baseline.
+    assert colors == {"DDPG+HER": method_style("ddpg_her").color,
+                      "SB3 DDPG+HER": method_style("sb3_ddpg_her").color}
+    sb3 = next(line for line in lines if line.get_label() == "SB3 DDPG+HER")
     assert max(sb3.get_ydata()) == pytest.approx(0.82)  # the SB3 curve is the higher one
 
 
