@@ -39,6 +39,9 @@ from reengage.analysis.labels import (
 
 SUPPORTED_FORMAT_VERSIONS = (1,)
 USAGE_ERROR = 2
+# A seed still training (or killed while it trained) says `running`; it has no progress.csv
+# yet, only progress.partial.csv, and is skipped (reengage/progress.py states the rule).
+RUNNING = "running"
 
 
 class AnalysisError(ValueError):
@@ -144,9 +147,10 @@ def _load_run_json(path: Path) -> dict[str, Any]:
     for key in ("status", "seed", "label"):
         if key not in record:
             raise AnalysisError(f"{path}: missing key {key!r}")
-    if record["status"] not in STATUSES:
+    if record["status"] not in (*STATUSES, RUNNING):
         raise AnalysisError(
-            f"{path}: unknown status {record['status']!r} (expected {', '.join(STATUSES)})"
+            f"{path}: unknown status {record['status']!r} (expected "
+            f"{', '.join((*STATUSES, RUNNING))})"
         )
     return record
 
@@ -178,6 +182,10 @@ def _load_progress(path: Path) -> pd.DataFrame:
 
 def _run_rows(run_json: Path, runs_root: Path, experiment: str) -> pd.DataFrame | None:
     record = _load_run_json(run_json)
+    if record["status"] == RUNNING:
+        print(f"note: {run_json.parent} is still training (or was killed); skipped",
+              file=sys.stderr)
+        return None
     progress_path = run_json.with_name("progress.csv")
     if not progress_path.is_file():
         if record["status"] == "interrupted":

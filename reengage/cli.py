@@ -104,7 +104,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="wandb group (default: the --out path)")
     p.add_argument("--wandb-mode", default="offline", choices=["offline", "online", "disabled"],
                    help="wandb mode (default offline: no account, no network)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar: one line per evaluation on stderr instead")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -143,24 +144,25 @@ def _train(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError  # heavy imports only once the input is good
     from .run import RunInterrupted, train
 
+    listeners = []
+    if args.wandb_project:  # every evaluation is logged as it happens
+        from .tracking import WandbTracker
+
+        listeners.append(WandbTracker(out, args.wandb_project, args.wandb_group or str(out),
+                                      args.wandb_mode))
     try:
-        records = train(cfg, out, progress=not args.quiet)
+        records = train(cfg, out, progress=not args.quiet, listeners=listeners)
     except (CheckpointError, ConfigError) as error:
         print(f"reengage train: {error}", file=sys.stderr)
         return USAGE_ERROR
     except RunInterrupted as interruption:
         print(f"reengage train: {interruption}", file=sys.stderr)
         return 128 + interruption.signal_number
-    if args.wandb_project:
-        from .tracking import log_population
-
-        log_population(out, records, args.wandb_project, args.wandb_group or str(out),
-                       args.wandb_mode)
     if not args.quiet:
         diverged = [r["seed"] for r in records if r["status"] == "diverged"]
         note = f"; diverged: seeds {diverged}" if diverged else ""
-        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, run.json)"
-              f"{note}", file=sys.stderr)
+        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, policy.pt, "
+              f"run.json){note}", file=sys.stderr)
     return 0
 
 
@@ -194,6 +196,59 @@ def _check_config(args: argparse.Namespace) -> int:
     jobs = sum(len(seed_chunks(seeds_of(config["experiments"][cell.experiment]),
                                config["seeds_per_job"])) for cell in cells(config))
     print(f"{args.config}: valid; {jobs} training jobs")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="reload trained policies (seed<k>/policy.pt) and score them",
+        description="Rebuild each seed's environment and learner from its policy.pt, play "
+        "deterministic episodes and print one line per seed: success rate and mean return. "
+        "The episodes are the run's own evaluation episodes (its first evaluation's goals "
+        "by default).",
+        epilog="example: reengage evaluate runs/cs20 --episodes 100",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a seed's folder, or a population's or cell's folder of seed<k>/")
+    p.add_argument("--episodes", type=int, default=None,
+                   help="episodes per seed (default: the run's --eval-episodes)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="play the evaluation episodes of this seed instead of each policy's "
+                   "own (other goals)")
+    p.add_argument("--evaluation", default="1", metavar="K|last",
+                   help="the goals of the run's K-th evaluation (default 1, the first) or of "
+                   "its last, which reproduces progress.csv's last row with the run's episode "
+                   "count; the earlier ones are replayed to reach them")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers the run's method); repeatable")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .policy import PolicyError
+
+    try:
+        if args.episodes is not None and args.episodes < 1:
+            raise ConfigError("--episodes", f"must be a positive integer (got {args.episodes})")
+        if args.seed is not None and args.seed < 0:
+            raise ConfigError("--seed", f"must be >= 0 (got {args.seed})")
+        evaluation = args.evaluation
+        if evaluation != "last" and not (evaluation.isdigit() and int(evaluation) >= 1):
+            raise ConfigError("--evaluation", f"must be a number >= 1 or last (got "
+                              f"{evaluation!r})")
+        if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
+            raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {args.device!r})")
+        import_plugins(args.plugin)
+        from .evaluate import evaluate_run
+        from .run import resolve_device
+
+        scores = evaluate_run(args.run_dir, args.episodes, args.seed, evaluation,
+                              resolve_device(args.device))
+    except (ConfigError, PolicyError) as error:
+        print(f"reengage evaluate: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    for score in scores:
+        print(score.line())
     return 0
 
 
@@ -233,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
     _add_check_config(sub)
+    _add_evaluate(sub)
     _add_bench(sub)
     _add_theory(sub)
     return parser
@@ -251,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         return _train(args)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return USAGE_ERROR
 
 

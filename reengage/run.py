@@ -5,20 +5,20 @@ replay sampling, initial weights), all derived from its seed, so member i of a
 population behaves as seed i run alone. The whole population is checkpointed between
 episodes; a re-run of the same command resumes from the last complete checkpoint and
 writes the same progress.csv as an uninterrupted run (wall-clock columns aside).
+
+While it trains, each seed's run.json says `running` and its evaluations so far are in
+progress.partial.csv; progress.csv and policy.pt appear when it finishes (reengage/progress.py
+states the rule, reengage/policy.py the policy file).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
 import platform
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,18 @@ from .allocator import retain_freed_memory
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .paths import checkpoint_path, member_dir
+from .policy import learner_fields, member_weights, policy_document, save_policy
+from .progress import (
+    POLICY_NAME,
+    PROGRESS_COLUMNS,  # noqa: F401  (imported from here by callers)
+    RUNNING,
+    LiveProgress,
+    ProgressListener,
+    listening,
+)
 from .registry import ENVS, METHODS, Learner, LearnerSpec
 
 FORMAT_VERSION = 1
-PROGRESS_COLUMNS = [
-    "step", "success_rate", "mean_return", "critic_loss", "goal_grad_loss", "actor_loss",
-    "q_mean", "wall_time_s", "updates_per_s",
-]
 LOSS_COLUMNS = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
 StepHook = Callable[[int, Learner], None]
 
@@ -173,26 +178,6 @@ class LossMeter:
         self.count = 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _progress_csv(rows: list[dict[str, float]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else repr(v)
-                         for k, v in row.items()})
-    return buffer.getvalue()
-
-
 def seed_record(cfg: TrainConfig, seed: int, status: str, *, device: torch.device,
                 step: int, replay_bytes: int, wall_time_s: float, finished_at: float,
                 resumes: list[dict[str, Any]], diverged: dict[str, Any] | None = None,
@@ -230,7 +215,9 @@ class PopulationRun:
     """The state of one population's training, and the loop that advances it."""
 
     def __init__(self, cfg: TrainConfig, out: Path, progress: bool = True,
-                 step_hook: StepHook | None = None):
+                 step_hook: StepHook | None = None,
+                 listeners: Sequence[ProgressListener] = ()):
+        """`progress`: a progress bar on stderr; without it, a line per evaluation."""
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.cfg, self.out, self.progress, self.step_hook = cfg, out, progress, step_hook
@@ -249,13 +236,14 @@ class PopulationRun:
         # The learner's state leads with the achieved goal under `inputs: sb3`, and its
         # networks put the desired goal right after it (agents/inputs.py).
         leading = achieved_dim if cfg.inputs == "sb3" else 0
+        self.spec = LearnerSpec(
+            members=self.members, obs_dim=leading + obs_dim, goal_dim=goal_dim,
+            action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
+            generators=[s.init for s in self.streams], extra=dict(cfg.extra),
+            achieved_dim=leading, goal_at=leading if leading else None,
+        )
         try:
-            self.learner = self.method.build(LearnerSpec(
-                members=self.members, obs_dim=leading + obs_dim, goal_dim=goal_dim,
-                action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
-                generators=[s.init for s in self.streams], extra=dict(cfg.extra),
-                achieved_dim=leading, goal_at=leading if leading else None,
-            ))
+            self.learner = self.method.build(self.spec)
         except TypeError as error:  # a --set key the method's configuration does not have
             raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
         if isinstance(self.learner, torch.nn.Module):
@@ -288,6 +276,9 @@ class PopulationRun:
         self.started = time.time()
         self.updates_since_log, self.last_log_time = 0, self.started
         self._stop_signal: int | None = None
+        seeds = ("seeds " if self.members > 1 else "seed ") + ",".join(map(str, cfg.seeds))
+        self.live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds}",
+                                 cfg.steps, lines=not progress, listeners=listeners)
 
     # -- the loop --------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
@@ -301,6 +292,7 @@ class PopulationRun:
                    disable=not self.progress, mininterval=2.0,
                    desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{self.members}")
         try:
+            self.live.started(self._records(RUNNING), self._rows_by_seed())
             if self.step == 0:
                 self._log(bar)
             while self.step < cfg.steps:
@@ -309,15 +301,19 @@ class PopulationRun:
                     self._log(bar)
                 if self._stop_signal is not None:
                     self.save(ckpt)
-                    self._write_records("interrupted")
+                    self.live.ended(self._records("interrupted"), self._rows_by_seed())
                     raise RunInterrupted(self.step, self._stop_signal)
                 if self._checkpoint_due() and self.step < cfg.steps:
                     self.save(ckpt)
+            records = self._records("finished")
+            self._save_policies(records)
+            self.live.ended(records, self._rows_by_seed())
         finally:
             bar.close()
+            self.live.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        records = self._write_records("finished")
+        # The checkpoint goes only once every seed's files say finished.
         ckpt.unlink(missing_ok=True)
         if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
             ckpt.parent.rmdir()
@@ -409,29 +405,35 @@ class PopulationRun:
             self.rows[m].append(row)
         self.meter.reset()
         self.last_log_time, self.updates_since_log = now, 0
+        self.live.evaluated(self.step, self._rows_by_seed())
         alive = [m for m in range(self.members) if m not in self.diverged]
         if alive:
             bar.set_postfix(success=f"{success[alive].mean():.2f}", refresh=False)
 
-    # -- outputs ---------------------------------------------------------------------
-    def _write_records(self, status: str) -> list[dict[str, Any]]:
-        """run.json for every member; progress.csv too unless the run was interrupted, so a
-        finished-looking file never stands where an unfinished run is."""
+    # -- outputs (written by self.live, reengage/progress.py) --------------------------
+    def _records(self, status: str) -> list[dict[str, Any]]:
+        """Every member's run.json with this status (`diverged` where a member did)."""
         now = time.time()
-        records = []
-        for m, seed in enumerate(self.cfg.seeds):
-            record = seed_record(
-                self.cfg, seed, status, device=self.device, step=self.step,
-                replay_bytes=self.replay.nbytes // self.members,
-                wall_time_s=self.elapsed_before + now - self.started, finished_at=now,
-                resumes=self.resumes, diverged=self.diverged.get(m),
-            )
-            directory = member_dir(self.out, seed)
-            if status != "interrupted":
-                _atomic_write(directory / "progress.csv", _progress_csv(self.rows[m]))
-            _atomic_write(directory / "run.json", json.dumps(record, indent=2) + "\n")
-            records.append(record)
-        return records
+        return [seed_record(
+            self.cfg, seed, status, device=self.device, step=self.step,
+            replay_bytes=self.replay.nbytes // self.members,
+            wall_time_s=self.elapsed_before + now - self.started, finished_at=now,
+            resumes=self.resumes, diverged=self.diverged.get(m),
+        ) for m, seed in enumerate(self.cfg.seeds)]
+
+    def _rows_by_seed(self) -> dict[int, list[dict[str, float]]]:
+        return dict(zip(self.cfg.seeds, self.rows, strict=True))
+
+    def _save_policies(self, records: list[dict[str, Any]]) -> None:
+        """Each member's policy.pt, before its run.json says finished. A learner that trains
+        but keeps its weights outside torch modules has none to save."""
+        if self.method.trains and not isinstance(self.learner, torch.nn.Module):
+            return
+        spec = learner_fields(self.spec)
+        for m, record in enumerate(records):
+            weights = member_weights(self.learner, m, self.members)
+            save_policy(member_dir(self.out, record["seed"]) / POLICY_NAME,
+                        policy_document("population", record, spec, weights))
 
     # -- checkpoints -----------------------------------------------------------------
     def save(self, path: Path) -> int:
@@ -490,14 +492,18 @@ def _optimizers(learner: Learner) -> list[tuple[str, torch.optim.Optimizer | Pop
 
 
 def train(cfg: TrainConfig, out: Path, progress: bool = True,
-          step_hook: StepHook | None = None) -> list[dict[str, Any]]:
-    """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv` and
-    `run.json`. Returns the per-member records (the contents of run.json).
+          step_hook: StepHook | None = None,
+          listeners: Sequence[ProgressListener] = ()) -> list[dict[str, Any]]:
+    """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv`,
+    `policy.pt` and `run.json` (live: reengage/progress.py). Returns the per-member records
+    (the contents of run.json). `progress` shows a bar, else a line per evaluation;
+    `listeners` (e.g. reengage.tracking.WandbTracker) hear every evaluation as it happens.
 
     Tunes the process's malloc to keep freed memory (reengage/allocator.py): 2-7 % faster on
     CPU, at no cost in peak memory; `REENGAGE_MALLOC_TUNING=off` keeps glibc's defaults."""
     runner = METHODS[cfg.method].runner
     if runner is not None:  # an independent implementation with a loop of its own
-        return runner(cfg, out, progress)
+        with listening(listeners):
+            return runner(cfg, out, progress)
     retain_freed_memory()
-    return PopulationRun(cfg, out, progress, step_hook).run()
+    return PopulationRun(cfg, out, progress, step_hook, listeners).run()

@@ -28,6 +28,14 @@ run. It is the method `sb3_ddpg_her` (reengage/registry.py), whose runner is
   `wall_time_s` is the population's clock (the seeds' times summed in order up to this
   one), so the last seed's is the whole population's, the unit `analysis/runtime.py`
   compares; `seed_wall_time_s` is the seed's own.
+* While a seed trains its run.json says `running` and its rows so far are in
+  progress.partial.csv, as in the population loop (reengage/progress.py); the listeners of
+  the `reengage.run.train` call hear each evaluation.
+* Policy: a finished (or diverged) seed leaves `out/seed<k>/policy.pt` (reengage/policy.py)
+  of kind `sb3`: the online actor and critic of SB3's `MultiInputPolicy` (its state_dict
+  without the target networks), which `policy_model` loads back into a policy built with the
+  same `hidden` widths, for `reengage evaluate`. SB3's own zip (`model.save`) is not written:
+  it unpickles code on load.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,14 +57,23 @@ from tqdm import tqdm
 
 from .config import ConfigError, TrainConfig, validate
 from .paths import checkpoint_path, member_dir
+from .policy import PolicyError, policy_document, save_policy
+from .progress import (
+    DONE_STATUSES,
+    POLICY_NAME,
+    PROGRESS_COLUMNS,
+    PROGRESS_NAME,
+    RECORD_NAME,
+    RUNNING,
+    LiveProgress,
+    ProgressListener,
+    active_listeners,
+)
 from .registry import ENVS
 from .run import (
-    PROGRESS_COLUMNS,
     MemberStreams,
     RunInterrupted,
-    _atomic_write,
     _make_vec,
-    _progress_csv,
     package_versions,
     resolve_device,
     seed_record,
@@ -64,8 +82,6 @@ from .run import (
 SUPPORTED_ENVS = ("ContinuousSeek",)
 SUPPORTED_SETTINGS = ("hidden",)
 DEFAULT_HIDDEN = (256, 256)
-DONE_STATUSES = ("finished", "diverged")
-"""Statuses of a seed that is complete: a re-run reads it back instead of retraining."""
 LOSS_KEYS = {"critic_loss": "train/critic_loss", "actor_loss": "train/actor_loss"}
 
 
@@ -194,10 +210,18 @@ def _restore(seed: int, out: Path, saved: Path, cfg: TrainConfig) -> dict[str, A
     starts from the first seed."""
     record = _done_record(member_dir(saved, seed), cfg)
     if record is not None:
-        for name in ("progress.csv", "run.json"):
-            _atomic_write(member_dir(out, seed) / name,
-                          (member_dir(saved, seed) / name).read_text())
+        _copy_seed_files(member_dir(saved, seed), member_dir(out, seed))
     return record
+
+
+def _copy_seed_files(source: Path, target: Path) -> None:
+    """A done seed's files, run.json last (it says the others are complete)."""
+    for name in (POLICY_NAME, PROGRESS_NAME, RECORD_NAME):
+        if (source / name).is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            tmp = target / f".{name}.tmp"
+            shutil.copyfile(source / name, tmp)
+            tmp.replace(target / name)
 
 
 def _buffer_bytes(buffer: Any) -> int:
@@ -230,9 +254,45 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+def _online_policy_weights(policy: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """SB3's policy state_dict without its target networks, copied to the CPU."""
+    return {name: tensor.detach().to("cpu", copy=True)
+            for name, tensor in policy.state_dict().items()
+            if not name.startswith(("actor_target.", "critic_target."))}
+
+
+def policy_model(document: dict[str, Any], device: torch.device) -> Predictor:
+    """The SB3 policy of an `sb3` policy.pt (reengage/policy.py), ready to `predict`."""
+    import gymnasium as gym
+
+    import reengage.envs  # noqa: F401  (registers the environment ids)
+
+    try:
+        from stable_baselines3.td3.policies import MultiInputPolicy
+    except ImportError:
+        raise PolicyError("an sb3 policy needs stable-baselines3: pip install "
+                          "'reengage[bench]'") from None
+    config = document["config"]
+    spec = ENVS[config["env"]]
+    env = gym.make(spec.gym_id, **{spec.dim_kwarg: config["dim"]})
+    # DDPG builds TD3's policy with one critic; the learning rate only feeds the optimisers.
+    policy = MultiInputPolicy(env.observation_space, env.action_space,
+                              lambda _: config["lr"], net_arch=list(document["learner"]["hidden"]),
+                              n_critics=1)
+    env.close()
+    missing, unexpected = policy.load_state_dict(document["weights"], strict=False)
+    if unexpected or any(not name.startswith(("actor_target.", "critic_target."))
+                         for name in missing):
+        raise PolicyError(f"the weights do not fit SB3's MultiInputPolicy (missing {missing[:3]}"
+                         f", unexpected {unexpected[:3]})")
+    policy.set_training_mode(False)
+    return policy.to(device)
+
+
 def _train_seed(cfg: TrainConfig, seed: int, hidden: tuple[int, ...], device: torch.device,
-                bar: tqdm, stop: _Stop) -> dict[str, Any]:
-    """Train one seed; returns its rows, divergence and timings (the caller writes them)."""
+                bar: tqdm, stop: _Stop, live: LiveProgress) -> dict[str, Any]:
+    """Train one seed; returns its rows, divergence, timings and final policy weights (the
+    caller writes them); each evaluation goes to `live` as it happens."""
     import gymnasium as gym
     from stable_baselines3 import DDPG, HerReplayBuffer
     from stable_baselines3.common.callbacks import BaseCallback
@@ -309,6 +369,7 @@ def _train_seed(cfg: TrainConfig, seed: int, hidden: tuple[int, ...], device: to
             row["wall_time_s"] = now - started
             row["updates_per_s"] = self.since / (now - self.last_log) if self.since else 0.0
             state["rows"].append(row)
+            live.evaluated(step, {seed: state["rows"]})
             self.sums = dict.fromkeys(LOSS_KEYS, 0.0)
             self.count, self.since, self.last_log = 0, 0, now
             self.next_due = next(self.due, None)
@@ -326,14 +387,18 @@ def _train_seed(cfg: TrainConfig, seed: int, hidden: tuple[int, ...], device: to
                 row = dict.fromkeys(PROGRESS_COLUMNS, math.nan)
                 row.update(step=step, wall_time_s=wall, updates_per_s=0.0)
                 state["rows"].append(row)
-    state.update(wall=wall, replay_bytes=_buffer_bytes(model.replay_buffer))
+    state.update(wall=wall, replay_bytes=_buffer_bytes(model.replay_buffer),
+                 weights=_online_policy_weights(model.policy))
     return state
 
 
-def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list[dict]:
+def train_population(cfg: TrainConfig, out: Path, progress: bool = True,
+                     listeners: Sequence[ProgressListener] | None = None) -> list[dict]:
     """Train every seed of `cfg.seeds` with SB3's DDPG+HER, one after the other; write
-    `out/seed<k>/progress.csv` and `run.json` for each; return the records (run.json's
-    contents). Seeds already finished with this config are read back, not retrained.
+    `out/seed<k>/progress.csv`, `policy.pt` and `run.json` for each; return the records
+    (run.json's contents). Seeds already finished with this config are read back, not
+    retrained. `progress` shows a bar, else a line per evaluation; `listeners` default to
+    those of the `reengage.run.train` call this runs under.
 
     Raises ConfigError (nothing written) for what SB3 cannot do, and RunInterrupted after
     SIGTERM/SIGINT (the seed in flight is written as interrupted)."""
@@ -352,6 +417,9 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list
                initial=cfg.steps * sum(r is not None for r in done.values()), unit="step",
                file=sys.stderr, disable=not progress, mininterval=2.0,
                desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{len(cfg.seeds)}")
+    live = LiveProgress(out, "", cfg.steps, lines=not progress,
+                        listeners=active_listeners() if listeners is None else listeners)
+    implementation = _implementation(cfg, stable_baselines3.__version__)
     records: list[dict[str, Any]] = []
     clock = 0.0  # the population's wall time: its seeds' times in order
     try:
@@ -362,10 +430,12 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list
                     records.append(done[seed])
                     clock += float(done[seed].get("seed_wall_time_s", 0.0))
                     continue
-                # No finished-looking file may stand where this seed is being retrained.
-                (directory / "progress.csv").unlink(missing_ok=True)
-                (directory / "run.json").unlink(missing_ok=True)
-                result = _train_seed(cfg, seed, hidden, device, bar, stop)
+                live.label = f"{cfg.env}-d{cfg.dim} {cfg.method} seed {seed}"
+                started = seed_record(cfg, seed, RUNNING, device=device, step=0,
+                                      replay_bytes=0, wall_time_s=clock,
+                                      finished_at=time.time(), resumes=[], versions=versions)
+                live.started([{**started, "implementation": implementation}], {})
+                result = _train_seed(cfg, seed, hidden, device, bar, stop, live)
                 clock += result["wall"]
                 diverged = result["diverged"]
                 interrupted = stop.signal_number is not None and diverged is None
@@ -375,23 +445,19 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True) -> list
                     wall_time_s=clock, finished_at=time.time(), resumes=[],
                     diverged=diverged, versions=versions,
                 )
-                record.update({
-                    "seed_wall_time_s": result["wall"],
-                    "implementation": _implementation(cfg, stable_baselines3.__version__),
-                })
-                texts = {"run.json": json.dumps(record, indent=2) + "\n"}
+                record.update({"seed_wall_time_s": result["wall"],
+                               "implementation": implementation})
                 if not interrupted:
-                    texts["progress.csv"] = _progress_csv(result["rows"])
-                for name in ("progress.csv", "run.json"):  # run.json last: it says done
-                    if name in texts:
-                        _atomic_write(directory / name, texts[name])
-                        if not interrupted:
-                            _atomic_write(member_dir(saved, seed) / name, texts[name])
+                    save_policy(directory / POLICY_NAME, policy_document(
+                        "sb3", record, {"hidden": list(hidden)}, result["weights"]))
+                live.ended([record], {seed: result["rows"]})
                 if interrupted:
                     raise RunInterrupted(result["step"], stop.signal_number)
+                _copy_seed_files(directory, member_dir(saved, seed))
                 records.append(record)
     finally:
         bar.close()
+        live.close()
     shutil.rmtree(saved, ignore_errors=True)
     if saved.parent.is_dir() and not any(saved.parent.iterdir()):
         saved.parent.rmdir()

@@ -217,5 +217,10 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     if config["wandb"]["enabled"]:
         group = cell.run_dir("").strip("/").removeprefix("runs/")
         options.append(f"--wandb-project {config['wandb']['project']} --wandb-group {group}")
+        # offline is the CLI's default: passing it too would change the recorded command
+        # of every existing job and make Snakemake retrain them.
+        mode = config["wandb"].get("mode", "offline")
+        if mode != "offline":
+            options.append(f"--wandb-mode {mode}")
     options += exp["extra_args"]
     return " ".join(options)

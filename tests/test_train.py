@@ -1,14 +1,26 @@
-"""End-to-end training of one grid cell: population equivalence, determinism, learning."""
+"""End-to-end training of one grid cell: population equivalence, determinism, learning, and
+what a run shows while it trains."""
 
+import json
+import os
+import re
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from reengage.analysis.aggregate import aggregate_runs
 from reengage.cli import main
+from reengage.config import TrainConfig
+from reengage.progress import ProgressListener
+from reengage.run import RunInterrupted, train
 
 WALL_CLOCK = ["wall_time_s", "updates_per_s"]
+EVALUATION_LINE = re.compile(r"^ContinuousSeek-d3 reengage_her seed 2: step (\d+)/400: "
+                             r"success \d\.\d\d, return -?\d+\.\d\d(, \d+ updates/s)?$")
 
 
 def _train(out: Path, seeds: str, method="reengage_her", *extra: str) -> None:
@@ -46,10 +58,14 @@ def test_same_command_twice_gives_identical_progress(tmp_path):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
-def test_outputs_per_seed(tmp_path):
-    import json
-
+def test_outputs_per_seed(tmp_path, capsys):
     _train(tmp_path / "run", "2")
+    # --quiet drops the bar but a workflow's log still shows each evaluation.
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "ContinuousSeek-d3 reengage_her seed 2: started, 400 steps"
+    evaluations = [line for line in lines if EVALUATION_LINE.match(line)]
+    assert [int(EVALUATION_LINE.match(line).group(1)) for line in evaluations] == [0, 200, 400]
+    assert len(lines) == 4
     progress = pd.read_csv(tmp_path / "run" / "seed2" / "progress.csv")
     for column in ("step", "success_rate", "mean_return", "critic_loss", "goal_grad_loss",
                    "wall_time_s"):
@@ -74,3 +90,69 @@ def test_learns_continuous_seek_d2(tmp_path, method):
              for s in (0, 1)]
     assert pd.read_csv(tmp_path / "seed0" / "progress.csv")["success_rate"].iloc[0] < 0.2
     assert min(final) >= 0.9, final
+
+
+class FileWatcher(ProgressListener):
+    """Reads a seed's files each time it is evaluated: what a user sees mid-run."""
+
+    def __init__(self, out: Path):
+        self.out, self.seen, self.started = out, [], []
+
+    def seed_started(self, record, rows):
+        self.started.append((record["seed"], record["status"], [r["step"] for r in rows]))
+
+    def evaluated(self, seed, row):
+        directory = self.out / f"seed{seed}"
+        partial = pd.read_csv(directory / "progress.partial.csv")
+        status = json.loads((directory / "run.json").read_text())["status"]
+        self.seen.append((seed, row["step"], status, list(partial["step"]),
+                          (directory / "progress.csv").exists(),
+                          (directory / "policy.pt").exists()))
+        if seed == 0 and row["step"] == 100 and not (self.out / "seed5").exists():
+            shutil.copytree(directory, self.out / "seed5")  # a running seed, kept as is
+
+
+def test_progress_is_readable_while_training_and_finished_only_at_the_end(tmp_path):
+    """Every evaluation row is in progress.partial.csv as soon as it is measured, with
+    run.json `running`; an interrupted seed keeps its rows there and has no progress.csv or
+    policy.pt; the resumed run finishes them and removes the partial file."""
+    cfg = TrainConfig(env="ContinuousSeek", dim=2, method="ddpg_her", seeds=[0, 1], steps=400,
+                      learning_starts=100, batch_size=16, eval_every=100, eval_episodes=3,
+                      threads=1, checkpoint_every=0,
+                      extra={"hidden": (16, 16), "compile": False})
+    out = tmp_path / "ContinuousSeek-d2" / "ddpg_her" / "b16_lr0.001"
+
+    def stop_at_250(step, learner):
+        if step == 250:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's time limit would
+
+    watcher = FileWatcher(out)
+    with pytest.raises(RunInterrupted):
+        train(cfg, out, progress=False, step_hook=stop_at_250, listeners=[watcher])
+    for seed in (0, 1):
+        directory = out / f"seed{seed}"
+        assert json.loads((directory / "run.json").read_text())["status"] == "interrupted"
+        assert list(pd.read_csv(directory / "progress.partial.csv")["step"]) == [0, 100, 200]
+        assert not (directory / "progress.csv").exists()
+        assert not (directory / "policy.pt").exists()
+
+    records = train(cfg, out, progress=False, listeners=[watcher])
+    assert [r["status"] for r in records] == ["finished", "finished"]
+    assert watcher.started == [(0, "running", []), (1, "running", []),
+                               (0, "running", [0, 100, 200]), (1, "running", [0, 100, 200])]
+    assert [(seed, step) for seed, step, *_ in watcher.seen] == [
+        (seed, step) for step in (0, 100, 200, 300, 400) for seed in (0, 1)]
+    for _, step, status, partial_steps, finished_file, policy in watcher.seen:
+        assert status == "running" and not finished_file and not policy
+        assert partial_steps == list(range(0, step + 1, 100))
+    for seed in (0, 1):
+        directory = out / f"seed{seed}"
+        assert not (directory / "progress.partial.csv").exists()
+        assert list(pd.read_csv(directory / "progress.csv")["step"]) == [0, 100, 200, 300, 400]
+        assert (directory / "policy.pt").exists()
+    assert not (out / ".checkpoints").exists()
+    # The analysis reads the finished seeds and leaves out the one still running.
+    table = aggregate_runs(tmp_path, "live")
+    assert sorted(table["run_dir"].unique()) == [
+        "ContinuousSeek-d2/ddpg_her/b16_lr0.001/seed0",
+        "ContinuousSeek-d2/ddpg_her/b16_lr0.001/seed1"]
