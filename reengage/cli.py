@@ -16,9 +16,9 @@ from .config import (
     HER_RELABELS,
     INPUT_LAYOUTS,
     ConfigError,
-    TrainConfig,
-    parse_seeds,
-    parse_settings,
+    check_machine,
+    check_out_dir,
+    from_arguments,
     validate,
 )
 from .paths import checkpoint_path
@@ -111,21 +111,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     try:
         import_plugins(args.plugin)
-        cfg = TrainConfig(
-            env=args.env, dim=args.dim, method=args.method, seeds=parse_seeds(args.seeds),
-            steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
-            eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-            learning_starts=args.learning_starts, buffer_size=args.buffer_size,
-            her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
-            inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
-            threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
-            extra=parse_settings(args.settings),
-        )
+        cfg = from_arguments(args)
         validate(cfg)
+        check_machine(cfg)
         out: Path = args.out
         checkpoint = checkpoint_path(out, cfg.seeds)
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} exists and is not a directory")
+        check_out_dir(out)
         if args.restart:
             checkpoint.unlink(missing_ok=True)
             shutil.rmtree(checkpoint.with_suffix(".sb3"), ignore_errors=True)
@@ -178,7 +171,14 @@ def _add_check_config(sub: argparse._SubParsersAction) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from .workflow import apply_defaults, cells, seed_chunks, seeds_of, validate_config
+    from .workflow import (
+        apply_defaults,
+        cells,
+        seed_chunks,
+        seeds_of,
+        validate_config,
+        yaml_problem,
+    )
 
     try:
         config = yaml.safe_load(args.config.read_text())
@@ -187,6 +187,10 @@ def _check_config(args: argparse.Namespace) -> int:
         validate_config(config)
     except OSError as error:
         print(f"reengage check-config: cannot read {args.config}: {error.strerror}",
+              file=sys.stderr)
+        return USAGE_ERROR
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        print(f"reengage check-config: {args.config}: not valid YAML: {yaml_problem(error)}",
               file=sys.stderr)
         return USAGE_ERROR
     except ConfigError as error:

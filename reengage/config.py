@@ -1,14 +1,24 @@
-"""One grid cell's resolved configuration, and the checks that refuse bad input early."""
+"""One grid cell's resolved configuration, and the checks that refuse bad input early.
+
+`validate` judges the configuration alone, so `reengage train` and `reengage check-config`
+(which runs it on every job a workflow config plans) cannot disagree; `check_machine` and
+`check_out_dir` judge it against the machine that is about to run it.
+"""
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from reengage.agents.replay import HER_FUTURES, HER_RELABELS
 
-from .registry import ENVS, METHODS
+from .registry import ENVS, METHODS, EnvSpec, Method
 
 INPUT_LAYOUTS = ("sb3", "obs_goal")
 """What the networks see: `sb3` is (achieved goal, desired goal, observation), the dict keys
@@ -21,7 +31,7 @@ class ConfigError(ValueError):
 
     def __init__(self, option: str, message: str):
         super().__init__(f"{option}: {message}")
-        self.option = option
+        self.option, self.message = option, message
 
 
 @dataclass
@@ -57,6 +67,7 @@ class TrainConfig:
 
 
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
+_CUDA_DEVICE = re.compile(r"^cuda(:\d+)?$")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -103,14 +114,32 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return settings
 
 
+def from_arguments(args: Any) -> TrainConfig:
+    """The TrainConfig of parsed `reengage train` options (an argparse Namespace); check-config
+    builds every job's configuration from its command through here too."""
+    return TrainConfig(
+        env=args.env, dim=args.dim, method=args.method, seeds=parse_seeds(args.seeds),
+        steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+        learning_starts=args.learning_starts, buffer_size=args.buffer_size,
+        her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
+        inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
+        threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
+        extra=parse_settings(args.settings),
+    )
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first offending option."""
     if cfg.env not in ENVS:
         raise ConfigError("--env", f"unknown env {cfg.env!r}; choose from {', '.join(ENVS)}")
     if cfg.method not in METHODS:
-        raise ConfigError(
-            "--method", f"unknown method {cfg.method!r}; choose from {', '.join(METHODS)}"
-        )
+        raise ConfigError("--method", f"unknown method {cfg.method!r}; choose from "
+                          f"{', '.join(METHODS)} or register one in a plugin (--plugin)")
+    check_pairing(ENVS[cfg.env], METHODS[cfg.method])
+    for option, value in float_options(cfg):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(option, f"must be a finite number (got {value})")
     if cfg.dim < 1:
         raise ConfigError("--dim", f"must be an integer >= 1 (got {cfg.dim})")
     method = METHODS[cfg.method]
@@ -159,7 +188,192 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--action-noise", f"must be >= 0 (got {cfg.action_noise})")
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError("--threads", f"must be >= 1 (got {cfg.threads})")
-    if cfg.device not in ("auto", "cpu", "cuda") and not cfg.device.startswith("cuda:"):
+    if cfg.device not in ("auto", "cpu") and not _CUDA_DEVICE.match(cfg.device):
         raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {cfg.device!r})")
     if not cfg.seeds:
         raise ConfigError("--seeds", "no seed given")
+
+
+def option_name(field_name: str) -> str:
+    """The `reengage train` flag of a TrainConfig field: `action_noise` -> `--action-noise`."""
+    return "--" + field_name.replace("_", "-")
+
+
+def float_options(cfg: TrainConfig) -> list[tuple[str, float | None]]:
+    """Every float field as (flag, value); read from the dataclass so that a float option
+    added later is checked as well."""
+    return [(option_name(f.name), getattr(cfg, f.name)) for f in fields(cfg)
+            if "float" in str(f.type)]
+
+
+def _goal_sets(env: EnvSpec) -> bool:
+    # The registry's goal-set tasks are those whose --dim is n_max, the number of goal slots.
+    return env.dim_kwarg == "n_max"
+
+
+def _envs_with_goal_sets(wanted: bool) -> str:
+    return ", ".join(name for name, env in ENVS.items() if _goal_sets(env) == wanted)
+
+
+def check_pairing(env: EnvSpec, method: Method) -> None:
+    """Refuse a method on a task it cannot learn: the registry's flags say what each needs."""
+    if method.item_rewards and not _goal_sets(env):
+        raise ConfigError("--env", f"{method.name} learns from one reward per goal of a goal "
+                          f"set and runs on {_envs_with_goal_sets(True)} (got {env.name}, "
+                          "which has a single goal)")
+    if method.her and _goal_sets(env):
+        raise ConfigError("--env", f"{method.name} relabels goals with HER, which needs a "
+                          f"single goal, and runs on {_envs_with_goal_sets(False)} (got "
+                          f"{env.name}, which has goal sets)")
+
+
+FLOAT32_BYTES = 4
+EVAL_COPY_BYTES = 512
+"""Per evaluation episode, beyond its arrays: its copy of the env keeps a numpy Generator of
+its own (about 900 bytes with numpy 2.x, by tracemalloc and by resident memory; about half
+is counted, so that the estimate stays a lower bound)."""
+
+
+@cache
+def _widths_at(env_name: str, dim: int) -> tuple[int, int, int, int]:
+    import gymnasium as gym
+
+    import reengage.envs  # noqa: F401  (registers the environment ids)
+
+    spec = ENVS[env_name]
+    env = gym.make(spec.gym_id, **{spec.dim_kwarg: dim})
+    space = env.observation_space
+    widths = (space["observation"].shape[-1], space["achieved_goal"].shape[-1],
+              math.prod(space["desired_goal"].shape), math.prod(env.action_space.shape))
+    env.close()
+    return widths
+
+
+def space_widths(env_name: str, dim: int) -> tuple[int, int, int, int]:
+    """(observation, achieved goal, desired goal, action) widths of a task at `dim`, as the
+    replay stores them. Spaces of a huge `dim` would themselves take gigabytes, so the widths
+    are extrapolated from dim 1 and 2: every task's widths are affine in --dim (d
+    coordinates, or a (gate, x, y) row per goal slot)."""
+    one, two = _widths_at(env_name, 1), _widths_at(env_name, 2)
+    return tuple(a + (b - a) * (dim - 1) for a, b in zip(one, two, strict=True))
+
+
+def replay_bytes_per_member(cfg: TrainConfig) -> int:
+    """What EpisodeReplay allocates per member (run.json's `replay_bytes_per_member`):
+    whole episodes of T+1 observations and achieved goals, T actions, one desired goal."""
+    spec, method = ENVS[cfg.env], METHODS[cfg.method]
+    obs, achieved, goal, action = space_widths(cfg.env, cfg.dim)
+    steps = spec.episode_steps
+    capacity = cfg.buffer_size if method.trains else steps  # a fixed policy keeps one episode
+    episodes = max(1, capacity // steps)
+    stored_achieved = 0 if spec.achieved_in_obs else achieved  # then a view of the observation
+    per_episode = (steps + 1) * (obs + stored_achieved) + steps * action + goal
+    return episodes * per_episode * FLOAT32_BYTES
+
+
+def evaluation_bytes_per_member(cfg: TrainConfig) -> int:
+    """A lower bound of the evaluator's memory: it steps every episode at once, one env copy
+    per episode."""
+    widths = space_widths(cfg.env, cfg.dim)
+    return cfg.eval_episodes * (EVAL_COPY_BYTES + sum(widths) * FLOAT32_BYTES)
+
+
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def machine_memory_bytes() -> int | None:
+    """Physical memory, or the container's (cgroup) limit where that is lower; None where the
+    platform does not say."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    for path in _CGROUP_LIMITS:
+        try:
+            total = min(total, int(Path(path).read_text()))
+        except (OSError, ValueError):  # absent, or "max": no limit
+            continue
+    return total
+
+
+def _size(n: int) -> str:
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    exponent = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f"{n / 1024 ** exponent:.1f} {units[exponent]}"
+
+
+def memory_needed(cfg: TrainConfig) -> tuple[int, int, int]:
+    """(seeds held at once, replay bytes per seed, evaluation bytes per seed): a lower bound
+    of what a run allocates, which grows with --buffer-size, --eval-episodes, --dim, --seeds."""
+    # A runner of its own (Stable-Baselines3) trains the seeds one after another.
+    members = 1 if METHODS[cfg.method].runner is not None else len(cfg.seeds)
+    return members, replay_bytes_per_member(cfg), evaluation_bytes_per_member(cfg)
+
+
+def _largest_cause(cfg: TrainConfig) -> str:
+    """The option that, back at its default (one seed, d = 1), shrinks the need the most."""
+    defaults = {"--buffer-size": {"buffer_size": TrainConfig.buffer_size},
+                "--eval-episodes": {"eval_episodes": TrainConfig.eval_episodes},
+                "--dim": {"dim": 1}, "--seeds": {"seeds": cfg.seeds[:1]}}
+
+    def need(option: str) -> int:
+        members, replay, evaluation = memory_needed(replace(cfg, **defaults[option]))
+        return members * (replay + evaluation)
+
+    return min(defaults, key=need)
+
+
+def check_memory(cfg: TrainConfig, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a run whose replay and evaluation alone need more
+    memory than this machine has: numpy would fail after seconds of work, or, under Linux's
+    overcommit, the run would be killed once the buffer fills, hours in."""
+    available = machine_memory_bytes() if available is None else available
+    if available is None:
+        return
+    members, replay, evaluation = memory_needed(cfg)
+    needed = members * (replay + evaluation)
+    if needed <= available:
+        return
+    raise ConfigError(_largest_cause(cfg), f"this run needs at least {_size(needed)} of memory "
+                      f"and this machine has {_size(available)}: {members} seed(s) at once x "
+                      f"(replay {_size(replay)} + evaluation {_size(evaluation)}) at --dim "
+                      f"{cfg.dim}; lower --buffer-size, --eval-episodes, --dim or --seeds")
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device this machine does not have (torch would fail mid-setup)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = ("this torch is built without CUDA" if torch.version.cuda is None
+               else "no CUDA device is visible")
+        raise ConfigError("--device", f"{device}: {why} (torch {torch.__version__}); use "
+                          "--device cpu or auto")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError("--device", f"{device}: this machine has {count} CUDA device(s)")
+
+
+def check_machine(cfg: TrainConfig) -> None:
+    """What depends on the machine that runs `cfg`, not on `cfg` alone: kept out of `validate`,
+    so that a workflow config is judged the same on a login node as on the cluster."""
+    check_device(cfg.device)
+    check_memory(cfg)
+
+
+def check_out_dir(out: Path) -> None:
+    """Refuse an output folder that cannot be created or written, before anything is: a
+    hidden folder is made and removed where the first file would go, since permission bits
+    do not tell (root, read-only mounts, /proc)."""
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError("--out", f"cannot create {out}: {existing} is not a directory")
+    try:
+        probe = tempfile.mkdtemp(prefix=".reengage-write-check-", dir=existing)
+    except OSError as error:
+        raise ConfigError("--out", f"cannot write under {existing}: {error.strerror}") from None
+    os.rmdir(probe)

@@ -4,7 +4,11 @@ the training command of each job. Plain Python, so it is tested without Snakemak
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import copy
 import importlib
+import io
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .config import ConfigError
-from .registry import ENVS, METHODS
+from .config import ConfigError, TrainConfig, from_arguments, validate
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
 RUN_PATTERN = "{results}/runs/{experiment}/{env}-d{dim}/{method}/b{batch}_lr{lr}/seed{seed}"
@@ -32,15 +35,28 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
     """YAML reads `steps: {5: 25000}` with integer keys; JSON schema wants strings."""
-    for experiment in (config.get("experiments") or {}).values():
+    experiments = config.get("experiments")
+    if not isinstance(experiments, dict):  # the schema says what is wrong with it
+        return config
+    for experiment in experiments.values():
         if isinstance(experiment, dict) and isinstance(experiment.get("steps"), dict):
             experiment["steps"] = {str(k): v for k, v in experiment["steps"].items()}
     return config
 
 
+def yaml_problem(error: Exception) -> str:
+    """A YAML parser's error in one line: what and where (its own text spans several)."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
 def validate_config(config: dict[str, Any]) -> None:
-    """Schema first (unknown keys, types, ranges), then what a schema cannot say: known
-    envs and methods, `c` exactly where a method takes it, steps for every d."""
+    """Schema first (unknown keys, types, ranges), then what a schema cannot say: steps for
+    every d, and every job the config plans, checked as `reengage train` checks the options
+    `train_arguments` writes for it, so that a config the workflow accepts never meets a
+    refusal from the command line, nor the other way round. Last, the baseline."""
     normalize_config(config)
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -49,34 +65,93 @@ def validate_config(config: dict[str, Any]) -> None:
         raise ConfigError(_key_path(error), error.message)
     import_plugins(config.get("plugins", []))
     for name, experiment in config["experiments"].items():
-        where = f"experiments.{name}"
-        if experiment["env"] not in ENVS:
-            raise ConfigError(f"{where}.env", f"unknown env {experiment['env']!r}; choose from "
-                              f"{', '.join(ENVS)}")
         steps = experiment["steps"]
         if isinstance(steps, dict):
             missing = [d for d in experiment["dims"] if str(d) not in map(str, steps)]
             if missing:
-                raise ConfigError(f"{where}.steps", f"no steps given for d = {missing}")
-        episode = ENVS[experiment["env"]].episode_steps
-        for d in experiment["dims"]:
-            if steps_for(experiment, d) % episode:
-                raise ConfigError(f"{where}.steps", f"{steps_for(experiment, d)} (d = {d}) is "
-                                  f"not a multiple of the episode length {episode}")
+                raise ConfigError(f"experiments.{name}.steps", f"no steps given for d = {missing}")
+    filled = apply_defaults(copy.deepcopy(config))
+    _validate_jobs(filled)
+    for name, experiment in filled["experiments"].items():
         names = [m["name"] for m in experiment["methods"]]
-        if experiment.get("baseline", "ddpg_her") not in names:
-            raise ConfigError(f"{where}.baseline", f"{experiment.get('baseline', 'ddpg_her')!r}"
-                              f" is not one of the experiment's methods {names}")
-        for i, method in enumerate(experiment["methods"]):
-            key = f"{where}.methods.{i}"
-            if method["name"] not in METHODS:
-                raise ConfigError(f"{key}.name", f"unknown method {method['name']!r}; choose "
-                                  f"from {', '.join(METHODS)} or register one in a plugin")
-            takes_c = METHODS[method["name"]].takes_c
-            if takes_c and "c" not in method:
-                raise ConfigError(f"{key}.c", f"method {method['name']} needs a list of c")
-            if not takes_c and "c" in method:
-                raise ConfigError(f"{key}.c", f"method {method['name']} takes no c")
+        if experiment["baseline"] not in names:
+            raise ConfigError(f"experiments.{name}.baseline", f"{experiment['baseline']!r} is "
+                              f"not one of the experiment's methods {names}")
+
+
+def _validate_jobs(config: dict[str, Any]) -> None:
+    """Every planned job through the command line's own parsing and `validate`."""
+    from .cli import build_parser  # the command line imports this module
+
+    parser = build_parser()
+    for cell in cells(config):
+        experiment = config["experiments"][cell.experiment]
+        for seeds in seed_chunks(seeds_of(experiment), config["seeds_per_job"]):
+            try:
+                validate(job_config(parser, config, cell, seeds))
+            except ConfigError as error:
+                flag = f"`reengage train {error.option}`, " if error.option[0] == "-" else ""
+                raise ConfigError(_job_key(config, cell, error.option),
+                                  f"{error.message} ({flag}d = {cell.dim})") from None
+
+
+def job_config(parser: argparse.ArgumentParser, config: dict[str, Any], cell: Cell,
+               seeds: tuple[int, ...]) -> TrainConfig:
+    """The TrainConfig a job's command builds: its `train_arguments`, parsed by `parser`
+    (`reengage.cli.build_parser()`). `config` has its defaults filled in."""
+    command = ["train", *shlex.split(train_arguments(config, cell, seeds)), "--out", "-"]
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):  # argparse prints, then exits
+            args = parser.parse_args(command)
+    except SystemExit:
+        text = message.getvalue().strip().removesuffix(" (see --help)")
+        text = text.removeprefix("reengage train: ").removeprefix("reengage: ")
+        if text.startswith("argument "):  # "argument --dim: invalid int value: 'x'"
+            option, _, text = text.removeprefix("argument ").partition(": ")
+            raise ConfigError(option, text) from None
+        raise ConfigError("(command)", text) from None
+    return from_arguments(args)
+
+
+# The key a `reengage train` option of a job comes from: of the experiment, of the method
+# (methods.<i>.), or of the whole config (top level).
+_EXPERIMENT_KEYS = {
+    "--env": "env", "--dim": "dims", "--steps": "steps", "--seeds": "seeds",
+    "--batch-size": "batch_sizes", "--lr": "lrs", "--eval-every": "eval_every",
+    "--eval-episodes": "eval_episodes", "--learning-starts": "learning_starts",
+    "--buffer-size": "buffer_size", "--action-noise": "action_noise", "--inputs": "inputs",
+    "--her-future": "her_future", "--her-relabel": "her_relabel", "--set": "settings",
+}
+_METHOD_KEYS = {"--method": "name", "--c": "c"}
+_TOP_LEVEL_KEYS = {"--threads": "threads_per_job", "--checkpoint-every": "checkpoint_every",
+                   "--plugin": "plugins"}
+
+
+def _job_key(config: dict[str, Any], cell: Cell, option: str) -> str:
+    """The config key path behind a refused option of `cell`'s job, down to the list item
+    (`experiments.cs.lrs.1`) where the option's value is one item of a list."""
+    experiment = config["experiments"][cell.experiment]
+    where = f"experiments.{cell.experiment}"
+    flags = [item.split("=")[0] for arg in experiment["extra_args"] for item in shlex.split(arg)]
+    if option in flags or (option == "(command)" and flags):  # passed through unchanged
+        return f"{where}.extra_args"
+    if option in _TOP_LEVEL_KEYS:
+        return _TOP_LEVEL_KEYS[option]
+    if option in _METHOD_KEYS:
+        index = next(i for i, m in enumerate(experiment["methods"]) if m["name"] == cell.method)
+        where = f"{where}.methods.{index}"
+        key = _METHOD_KEYS[option]
+        values = experiment["methods"][index].get(key)
+    elif option in _EXPERIMENT_KEYS:
+        key = _EXPERIMENT_KEYS[option]
+        values = experiment.get(key)
+    else:
+        return where
+    value = {"dims": cell.dim, "batch_sizes": cell.batch, "lrs": cell.lr, "c": cell.c}.get(key)
+    if isinstance(values, list) and value in values:
+        return f"{where}.{key}.{values.index(value)}"
+    return f"{where}.{key}"
 
 
 def import_plugins(modules: list[str]) -> None:
