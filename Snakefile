@@ -29,7 +29,7 @@ if not config:
 
 
 validate_config(config)  # clear messages naming the key path, before any job runs
-validate(config, "config/schema.yaml")  # also fills in the schema's defaults
+validate(config, "reengage/schema.yaml")  # also fills in the schema's defaults
 
 RESULTS = config["results"]
 EXPERIMENTS = list(config["experiments"])

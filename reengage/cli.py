@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import (
     HER_FUTURES,
     HER_RELABELS,
@@ -161,7 +162,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _add_check_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "check-config", help="validate a workflow config against config/schema.yaml",
+        "check-config", help="validate a workflow config against reengage/schema.yaml",
         description="Validate a workflow config file (the same checks the Snakefile runs) "
         "and print the number of training jobs it plans.",
     )
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="reengage",
         description="ReenGAGE reproduction harness (Levine & Feizi, AAAI 2023).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
     _add_check_config(sub)

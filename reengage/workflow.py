@@ -20,7 +20,8 @@ import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "config" / "schema.yaml"
+# Inside the package, so an installed wheel carries it (package-data in pyproject.toml).
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 RUN_PATTERN = "{results}/runs/{experiment}/{env}-d{dim}/{method}/b{batch}_lr{lr}/seed{seed}"
 
 
