@@ -46,6 +46,7 @@ from .progress import (
     ProgressListener,
     listening,
 )
+from .provenance import provenance
 from .registry import ENVS, METHODS, Learner, LearnerSpec
 
 FORMAT_VERSION = 1
@@ -181,9 +182,11 @@ class LossMeter:
 def seed_record(cfg: TrainConfig, seed: int, status: str, *, device: torch.device,
                 step: int, replay_bytes: int, wall_time_s: float, finished_at: float,
                 resumes: list[dict[str, Any]], diverged: dict[str, Any] | None = None,
-                versions: dict[str, str] | None = None) -> dict[str, Any]:
+                versions: dict[str, str] | None = None,
+                learner: Any | None = None) -> dict[str, Any]:
     """One seed's run.json. `diverged` ({step, quantity, value}) turns a finished status
-    into `diverged` and records where and why. Every training loop writes this shape."""
+    into `diverged` and records where and why; `learner`, when given, has its class and
+    settings recorded (reengage/provenance.py). Every training loop writes this shape."""
     method = METHODS[cfg.method]
     record: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -202,6 +205,7 @@ def seed_record(cfg: TrainConfig, seed: int, status: str, *, device: torch.devic
         "finished_at": finished_at,
         "resume_count": len(resumes),
         "resumed": resumes,
+        "provenance": provenance(cfg.method, learner),
     }
     if diverged is not None:
         record.update({
@@ -418,7 +422,7 @@ class PopulationRun:
             self.cfg, seed, status, device=self.device, step=self.step,
             replay_bytes=self.replay.nbytes // self.members,
             wall_time_s=self.elapsed_before + now - self.started, finished_at=now,
-            resumes=self.resumes, diverged=self.diverged.get(m),
+            resumes=self.resumes, diverged=self.diverged.get(m), learner=self.learner,
         ) for m, seed in enumerate(self.cfg.seeds)]
 
     def _rows_by_seed(self) -> dict[int, list[dict[str, float]]]:

@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
+from .provenance import IMPORTED_PLUGINS
 
 # Inside the package, so an installed wheel carries it (package-data in pyproject.toml).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -162,6 +163,8 @@ def import_plugins(modules: list[str]) -> None:
             importlib.import_module(module)
         except ImportError as error:
             raise ConfigError("plugins", f"cannot import {module!r}: {error}") from error
+        if module not in IMPORTED_PLUGINS:
+            IMPORTED_PLUGINS.append(module)
 
 
 def apply_defaults(config: dict[str, Any]) -> dict[str, Any]:

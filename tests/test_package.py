@@ -1,6 +1,7 @@
 """The package as a user installs it without a checkout: a wheel of this project carries every
 subpackage and the workflow schema, and its `reengage` command works from anywhere."""
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -19,9 +20,13 @@ REPO = Path(__file__).resolve().parent.parent
 def installed(tmp_path_factory) -> tuple[Path, Path]:
     """(the wheel, a folder it was installed into without its dependencies)."""
     root = tmp_path_factory.mktemp("package")
-    wheels, site = root / "wheels", root / "site"
+    wheels, site, source = root / "wheels", root / "site", root / "source"
+    # A copy, because setuptools builds in the source tree (build/, *.egg-info).
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "results", "build", "dist", "*.egg-info", ".snakemake", "wandb",
+        "__pycache__", ".pytest_cache", ".ruff_cache"))
     # --no-build-isolation: build with this environment's setuptools, offline.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
                     "--no-build-isolation", "--quiet", "--wheel-dir", str(wheels)],
                    check=True, cwd=root)
     (wheel,) = wheels.glob("reengage-*.whl")
