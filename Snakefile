@@ -12,11 +12,14 @@ from snakemake.utils import min_version, validate
 from reengage.analysis.labels import EXPERIMENT_FIGURES
 from reengage.workflow import (
     find_cell,
+    job_priority,
     progress_files,
+    run_options,
     seed_chunks,
     seeds_of,
     train_arguments,
     validate_config,
+    wandb_group,
 )
 
 min_version("9.0")
@@ -32,6 +35,7 @@ validate_config(config)  # clear messages naming the key path, before any job ru
 validate(config, "reengage/schema.yaml")  # also fills in the schema's defaults
 
 RESULTS = config["results"]
+RUN_OPTIONS = run_options(config)
 EXPERIMENTS = list(config["experiments"])
 ENV = "environment.yaml"
 
@@ -104,15 +108,27 @@ for chunk, chunk_experiments in CHUNKS.items():
             ),
             out=lambda wildcards: f"{RESULTS}/runs/{wildcards.experiment}/{wildcards.env}-d{wildcards.dim}/{wildcards.method}/b{wildcards.batch}_lr{wildcards.lr}",
         threads: config["threads_per_job"]
+        priority:
+            # The longest jobs first (reengage/workflow.py: job_priority).
+            lambda wildcards, chunk=chunk: job_priority(config, find_cell(config, wildcards), chunk)
         resources:
-            mem_mb=4000,
-            runtime=720,
+            # A rule per population has no stable name for --set-resources: the config's
+            # train_resources sets them for every training job.
+            mem_mb=config["train_resources"]["mem_mb"],
+            runtime=config["train_resources"]["runtime"],
+            # Options that change how a job runs, not what it computes (checkpointing,
+            # wandb): resources rather than params, which Snakemake compares with the
+            # finished jobs' and would retrain them for. Executors forward only numbers.
+            run_options=RUN_OPTIONS,
+            wandb_group=lambda wildcards: wandb_group(find_cell(config, wildcards)),
         conda:
             ENV
         shell:
             # --force: other populations of the same cell write beside this one; a
             # checkpoint of this population (left by a killed job) is resumed.
-            "reengage train {params.arguments} --out {params.out} --force --quiet > {log} 2>&1"
+            "reengage train {params.arguments} {resources.run_options} --threads {threads} "
+            "--wandb-group {resources.wandb_group} --out {params.out} --force --quiet "
+            "> {log} 2>&1"
 
 
 rule aggregate:

@@ -20,6 +20,7 @@ import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
 from .provenance import IMPORTED_PLUGINS
+from .registry import METHODS
 
 # Inside the package, so an installed wheel carries it (package-data in pyproject.toml).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -100,8 +101,11 @@ def _validate_jobs(config: dict[str, Any]) -> None:
 def job_config(parser: argparse.ArgumentParser, config: dict[str, Any], cell: Cell,
                seeds: tuple[int, ...]) -> TrainConfig:
     """The TrainConfig a job's command builds: its `train_arguments`, parsed by `parser`
-    (`reengage.cli.build_parser()`). `config` has its defaults filled in."""
-    command = ["train", *shlex.split(train_arguments(config, cell, seeds)), "--out", "-"]
+    (`reengage.cli.build_parser()`) with the `run_options` and threads the Snakefile adds.
+    `config` has its defaults filled in."""
+    command = ["train", *shlex.split(train_arguments(config, cell, seeds)),
+               *shlex.split(run_options(config)), "--threads", str(config["threads_per_job"]),
+               "--out", "-"]
     message = io.StringIO()
     try:
         with contextlib.redirect_stderr(message):  # argparse prints, then exits
@@ -269,7 +273,9 @@ def _dotted(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) -> str:
-    """The `reengage train` options of one job (everything but --out)."""
+    """The `reengage train` options of one job that decide its results (everything but
+    --out and the `run_options`). Snakemake records them (params) and retrains a finished
+    job when they change."""
     exp = config["experiments"][cell.experiment]
     options = [
         f"--env {cell.env}", f"--dim {cell.dim}", f"--method {cell.method}",
@@ -277,8 +283,6 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
         f"--seeds {','.join(map(str, seeds))}", f"--steps {steps_for(exp, cell.dim)}",
         f"--eval-every {exp['eval_every']}", f"--eval-episodes {exp['eval_episodes']}",
         f"--learning-starts {exp['learning_starts']}", f"--buffer-size {exp['buffer_size']}",
-        f"--threads {config['threads_per_job']}",
-        f"--checkpoint-every {config['checkpoint_every']}",
     ]
     if cell.c is not None:
         options.append(f"--c {format_number(cell.c)}")
@@ -293,13 +297,36 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     method = next(m for m in exp["methods"] if m["name"] == cell.method)
     settings = {**_dotted(exp["settings"]), **_dotted(method.get("settings", {}))}
     options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]
-    if config["wandb"]["enabled"]:
-        group = cell.run_dir("").strip("/").removeprefix("runs/")
-        options.append(f"--wandb-project {config['wandb']['project']} --wandb-group {group}")
-        # offline is the CLI's default: passing it too would change the recorded command
-        # of every existing job and make Snakemake retrain them.
-        mode = config["wandb"].get("mode", "offline")
-        if mode != "offline":
-            options.append(f"--wandb-mode {mode}")
     options += exp["extra_args"]
     return " ".join(options)
+
+
+def run_options(config: dict[str, Any]) -> str:
+    """The `reengage train` options that change how a job runs but not what it computes:
+    checkpoint interval and Weights & Biases logging (threads come from the rule's
+    `threads`). The Snakefile passes them as a resource rather than params, which Snakemake
+    would compare with the finished jobs' and retrain them for."""
+    options = [f"--checkpoint-every {config['checkpoint_every']}"]
+    if config["wandb"]["enabled"]:
+        options.append(f"--wandb-project {shlex.quote(config['wandb']['project'])} "
+                       f"--wandb-mode {config['wandb'].get('mode', 'offline')}")
+    return " ".join(options)
+
+
+def job_priority(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) -> int:
+    """Snakemake's priority for a training job: its env steps in thousands, times its
+    seeds where a method trains them one after the other (a runner of its own, such as
+    Stable-Baselines3's), since a population trains its seeds at once. The longest jobs
+    start first, so the last minutes of a run do not leave cores idle behind one of them."""
+    method = METHODS[cell.method]
+    if not method.trains:
+        return 0  # a fixed policy only evaluates: seconds
+    steps = steps_for(config["experiments"][cell.experiment], cell.dim)
+    sequential = method.runner is not None
+    return max(1, steps * (len(seeds) if sequential else 1) // 1000)
+
+
+def wandb_group(cell: Cell) -> str:
+    """A cell's Weights & Biases group: its folder under runs/ (experiment/env-dD/method/
+    bB_lrLR), the same for every population of its seeds."""
+    return cell.run_dir("").strip("/").removeprefix("runs/")

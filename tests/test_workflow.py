@@ -18,6 +18,7 @@ from reengage.workflow import (
     apply_defaults,
     cells,
     format_number,
+    job_priority,
     seed_chunks,
     train_arguments,
     validate_config,
@@ -223,6 +224,23 @@ def test_new_method_column_reaches_tables_stats_and_figure(tmp_path):
     figure = draw_experiment(curves, pd.read_csv(results / "tables" / "tiny" / "selection.csv"))
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert "SmallDDPG+HER" in legend and "DDPG+HER" in legend
+
+    def planned_training_jobs(**changes) -> int:
+        changed = tmp_path / "changed.yaml"
+        changed.write_text(yaml.safe_dump({**config, **changes}))
+        result = _snakemake("-n", "--cores", "2", "--configfile", str(changed),
+                            "--directory", str(tmp_path), env={"PYTHONPATH": str(tmp_path)})
+        assert result.returncode == 0, result.stderr[-3000:]
+        counts = _job_counts(result.stdout + result.stderr)
+        return sum(n for rule, n in counts.items() if rule.startswith("train_"))
+
+    # How a job runs is not what it computes: finished jobs stay finished...
+    assert planned_training_jobs(threads_per_job=2, checkpoint_every=50,
+                                 wandb={"enabled": True, "mode": "online"},
+                                 train_resources={"mem_mb": 1000, "runtime": 5}) == 0
+    # ...while a setting that changes results retrains every job it touches.
+    longer = {"tiny": {**config["experiments"]["tiny"], "steps": 300}}
+    assert planned_training_jobs(experiments=longer) == 2
     shutil.rmtree(results / "runs")
 
 
@@ -284,3 +302,14 @@ def test_killed_workflow_resumes_with_rerun_incomplete(tmp_path):
     record = json.loads((killed / cell / "seed0" / "run.json").read_text())
     assert record["resume_count"] == 1
     assert not checkpoints.exists()
+
+
+def test_longest_training_jobs_get_the_highest_priority():
+    config = apply_defaults(yaml.safe_load((REPO / "config" / "default.yaml").read_text()))
+    priority = {(cell.env, cell.dim, cell.method_dir): job_priority(config, cell, (0, 1, 2))
+                for cell in cells(config)}
+    goal_set = priority[("DriveSeek", 50, "ddpg")]
+    sb3 = priority[("ContinuousSeek", 5, "sb3_ddpg_her")]  # trains its seeds one by one
+    ours = priority[("ContinuousSeek", 5, "reengage_her_c0.2")]  # trains them at once
+    assert goal_set > sb3 > ours > priority[("ContinuousSeek", 2, "ddpg_her")]
+    assert priority[("NoisySeek", 50, "greedy")] == 0  # evaluates only
