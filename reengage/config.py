@@ -221,6 +221,10 @@ def check_pairing(env: EnvSpec, method: Method) -> None:
         raise ConfigError("--env", f"{method.name} learns from one reward per goal of a goal "
                           f"set and runs on {_envs_with_goal_sets(True)} (got {env.name}, "
                           "which has a single goal)")
+    if method.needs_goal_sets and not _goal_sets(env):
+        raise ConfigError("--env", f"{method.name} acts on the goal slots of a goal set and "
+                          f"runs on {_envs_with_goal_sets(True)} (got {env.name}, which has "
+                          "a single goal)")
     if method.her and _goal_sets(env):
         raise ConfigError("--env", f"{method.name} relabels goals with HER, which needs a "
                           f"single goal, and runs on {_envs_with_goal_sets(False)} (got "

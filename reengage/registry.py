@@ -90,6 +90,9 @@ class Method:
     description: str = ""
     item_rewards: bool = False
     """The learner takes one reward per goal item `[M, B, n_max]` (goal-set tasks)."""
+    needs_goal_sets: bool = False
+    """Runs on goal-set tasks only, although it takes no per-item rewards (the greedy
+    agent reads the goal slots)."""
     trains: bool = True
     """False for fixed policies (the greedy agent): no replay, no updates."""
     runner: Callable[[Any, Path, bool], list[dict[str, Any]]] | None = None
@@ -176,6 +179,7 @@ register_method(Method(
 ))
 register_method(Method(
     name="greedy", build=build_greedy, takes_c=False, her=False, trains=False,
+    needs_goal_sets=True,
     label=lambda c: "Perfect greedy agent",
     description="steps toward the nearest present goal (NoisySeek); no training",
 ))

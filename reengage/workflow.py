@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
@@ -205,8 +206,11 @@ def seed_chunks(seeds: list[int], per_job: int) -> list[tuple[int, ...]]:
 
 
 def format_number(x: float) -> str:
-    """Numbers as they appear in paths and labels: 0.001, 0.2, 5 (never 1e-03)."""
-    return f"{x:.10f}".rstrip("0").rstrip(".") if isinstance(x, float) else str(x)
+    """Numbers as they appear in paths and labels: 0.001, 0.2, 5 (never 1e-03), with every
+    significant digit a float has (1e-12 is 0.000000000001, not 0)."""
+    if not isinstance(x, float):
+        return str(x)
+    return np.format_float_positional(x, trim="-")
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ def _train(out, *changes):
     # A method on a task it cannot learn, from the registry's flags.
     (("--method", "multi_reengage", "--c", "1"), "--env"),
     (("--method", "ddpg", "--c", None), "--env"),
+    (("--method", "greedy", "--c", None), "--env"),
     (("--env", "DriveSeek", "--method", "ddpg_her", "--c", None, "--steps", "400"), "--env"),
     (("--env", "NoisySeek", "--method", "reengage_her", "--steps", "400"), "--env"),
     (("--env", "DriveSeek", "--method", "sb3_ddpg_her", "--c", None, "--steps", "400"),

@@ -151,6 +151,7 @@ def test_grid_expansion_and_train_arguments():
     args = train_arguments(config, cell, (0, 1))
     assert "--c 0.2" in args and "--lr 0.00025" in args and "--steps 400000" in args
     assert format_number(0.001) == "0.001" and format_number(256) == "256"
+    assert format_number(1e-12) == "0.000000000001" and format_number(10.0) == "10"
     # Unset, the input layout and HER variant are the CLI's defaults and are not passed.
     assert "--inputs" not in args and "--her-" not in args
 
