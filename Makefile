@@ -18,7 +18,7 @@ INSTALL_TORCH = ($(BIN)/pip install --quiet --no-index --no-deps "torch==$(TORCH
 	&& $(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
 endif
 
-.PHONY: setup run test lint clean-results
+.PHONY: setup run figures test lint clean-results
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ setup: $(BIN)/.installed
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@echo "report: results/report.md   figures: results/figures/   tables: results/tables/"
+
+# Redraw a results folder's figures from its tables alone (no training logs needed):
+#   make figures RESULTS=results/reference/default
+RESULTS ?= results
+CONFIG ?= config/default.yaml
+figures: setup
+	$(BIN)/python -m reengage.analysis.redraw $(RESULTS) --config $(CONFIG)
 
 test: setup
 	$(BIN)/ruff check .

@@ -303,3 +303,30 @@ def test_shade_mixes_towards_white_and_black():
     assert labels.shade("#000000", 1.0) == "#ffffff"
     assert labels.shade("#ffffff", -1.0) == "#000000"
     assert np.isclose(matplotlib.colors.to_rgb(labels.shade("#000000", 0.5))[0], 128 / 255)
+
+
+# -- redrawing from tables alone ------------------------------------------------------------
+def test_redraw_draws_every_figure_from_the_tables_without_the_runs(tables, tmp_path):
+    from reengage.analysis.redraw import main as redraw
+
+    curves, selection, stats = tables
+    experiment = tmp_path / "results" / "tables" / "exp"
+    experiment.mkdir(parents=True)
+    curves[curves["method"] != "my_method"].to_parquet(experiment / "curves.parquet")
+    selection[selection["method"] != "my_method"].to_csv(experiment / "selection.csv",
+                                                         index=False)
+    stats.to_csv(experiment / "stats.csv", index=False)
+    config = {"experiments": {
+        "exp": {"env": "ContinuousSeek", "dims": [2], "steps": 3000, "seeds": 5,
+                "methods": [{"name": "ddpg_her"}, {"name": "reengage_her", "c": [0.2]},
+                            {"name": "sb3_ddpg_her"}], "note": "it's a test"},
+        "absent": {"env": "ContinuousSeek", "dims": [2], "steps": 3000, "seeds": 5,
+                   "methods": [{"name": "ddpg_her"}]},
+    }}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    assert redraw([str(tmp_path / "results"), "--config", str(tmp_path / "config.yaml")]) == 0
+    figures = tmp_path / "results" / "figures"
+    for name in ("exp", "exp-diagnostics", "exp-intervals", "exp-improvement", "exp-profiles"):
+        assert (figures / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(figures.glob("absent*"))  # no tables, nothing drawn, and no failure
+    assert redraw([str(tmp_path / "nowhere")]) == 2
