@@ -164,7 +164,7 @@ def _add_check_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check-config", help="validate a workflow config against reengage/schema.yaml",
         description="Validate a workflow config file (the same checks the Snakefile runs) "
-        "and print the number of training jobs it plans.",
+        "and print the number of training jobs and seed-steps it plans.",
     )
     p.add_argument("config", type=Path, help="a YAML config, e.g. config/paper.yaml")
 
@@ -177,6 +177,7 @@ def _check_config(args: argparse.Namespace) -> int:
         cells,
         seed_chunks,
         seeds_of,
+        steps_for,
         validate_config,
         yaml_problem,
     )
@@ -198,9 +199,14 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"reengage check-config: {args.config}: {error}", file=sys.stderr)
         return USAGE_ERROR
     config = apply_defaults(config)
-    jobs = sum(len(seed_chunks(seeds_of(config["experiments"][cell.experiment]),
-                               config["seeds_per_job"])) for cell in cells(config))
-    print(f"{args.config}: valid; {jobs} training jobs")
+    jobs = seed_steps = 0
+    for cell in cells(config):
+        experiment = config["experiments"][cell.experiment]
+        seeds = seeds_of(experiment)
+        jobs += len(seed_chunks(seeds, config["seeds_per_job"]))
+        seed_steps += len(seeds) * steps_for(experiment, cell.dim)
+    # The size before the cost: seed-steps, the unit the README's rates are measured in.
+    print(f"{args.config}: valid; {jobs} training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
     return 0
 
 

@@ -314,3 +314,14 @@ def test_longest_training_jobs_get_the_highest_priority():
     ours = priority[("ContinuousSeek", 5, "reengage_her_c0.2")]  # trains them at once
     assert goal_set > sb3 > ours > priority[("ContinuousSeek", 2, "ddpg_her")]
     assert priority[("NoisySeek", 50, "greedy")] == 0  # evaluates only
+
+
+def test_check_config_prints_jobs_and_seed_steps(capsys):
+    from reengage.cli import main
+
+    assert main(["check-config", str(REPO / "config" / "paper.yaml")]) == 0
+    # ContinuousSeek: 5 method variants x 12 cells x 20 seeds x (25k + 50k + 400k) steps;
+    # DriveSeek 4 and NoisySeek 5 variants x 10 seeds x 160k steps.
+    seed_steps = 5 * 12 * 20 * (25_000 + 50_000 + 400_000) + (4 + 5) * 10 * 160_000
+    assert capsys.readouterr().out.strip().endswith(
+        f"valid; 369 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
