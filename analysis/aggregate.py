@@ -110,6 +110,29 @@ def write_parquet(table: pd.DataFrame, path: Path) -> None:
     atomic_write_bytes(path, lambda tmp: table.to_parquet(tmp, index=False))
 
 
+def read_checked_csv(path: Path, option: str, columns: Sequence[str]) -> pd.DataFrame:
+    """A stage's CSV input (the file `option` names), refused in one line when it is
+    missing, unreadable or lacks one of `columns`."""
+    require_file(Path(path), option)
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise AnalysisError(f"{option} {path}: not a readable CSV ({error})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise AnalysisError(f"{option} {path}: missing columns {', '.join(missing)}")
+    return table
+
+
+def add_table_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """The --curves, --selection and --out options of the figure stages."""
+    parser.add_argument("--curves", required=True, type=Path,
+                        help="tidy table from reengage.analysis.aggregate (.parquet)")
+    parser.add_argument("--selection", required=True, type=Path,
+                        help="selection.csv from reengage.analysis.select")
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+
+
 def read_curves(path: Path) -> pd.DataFrame:
     """The tidy table written by `aggregate`, with its key columns checked."""
     require_file(Path(path), "--curves")

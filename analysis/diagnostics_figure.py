@@ -34,6 +34,7 @@ from matplotlib.ticker import FuncFormatter
 from reengage.analysis.aggregate import (
     AnalysisError,
     OneLineParser,
+    add_table_arguments,
     atomic_write_bytes,
     read_curves,
     require_suffix,
@@ -183,12 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results/tables/cs/curves.parquet --selection results/tables/cs/selection.csv "
         "--out results/figures/cs-diagnostics.png",
     )
-    parser.add_argument("--curves", required=True, type=Path,
-                        help="tidy table from reengage.analysis.aggregate (.parquet)")
-    parser.add_argument("--selection", required=True, type=Path,
-                        help="selection.csv from reengage.analysis.select")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="output .png; the .pdf is written beside it")
+    add_table_arguments(parser, "output .png; the .pdf is written beside it")
     parser.add_argument("--note", default=None, help="a line under the title")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
                         help=f"method first in the legend (default {DEFAULT_BASELINE})")

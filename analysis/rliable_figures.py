@@ -46,8 +46,8 @@ from reengage.analysis.aggregate import (  # noqa: E402
     AnalysisError,
     OneLineParser,
     atomic_write_bytes,
+    read_checked_csv,
     read_curves,
-    require_file,
     require_suffix,
     run_cli,
 )
@@ -71,15 +71,7 @@ PAIR = "\x1f"
 
 def read_stats(path: Path) -> pd.DataFrame:
     """stats.csv as `reengage.analysis.stats` writes it, checked."""
-    require_file(Path(path), "--stats")
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise AnalysisError(f"--stats {path}: not a readable CSV ({error})") from None
-    missing = [c for c in STATS_COLUMNS if c not in table.columns]
-    if missing:
-        raise AnalysisError(f"--stats {path}: missing columns {', '.join(missing)}")
-    return table
+    return read_checked_csv(path, "--stats", STATS_COLUMNS)
 
 
 def _title(envs: list[str]) -> str:

@@ -39,8 +39,8 @@ import pandas as pd
 from reengage.analysis.aggregate import (
     AnalysisError,
     OneLineParser,
+    read_checked_csv,
     read_curves,
-    require_file,
     require_suffix,
     run_cli,
     write_csv,
@@ -166,14 +166,7 @@ def select_cells(curves: pd.DataFrame, metric: str = "success_rate",
 
 def read_selection(path: Path) -> pd.DataFrame:
     """selection.csv as written by `select_cells`, checked."""
-    require_file(Path(path), "--selection")
-    try:
-        table = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise AnalysisError(f"--selection {path}: not a readable CSV ({error})") from None
-    missing = [c for c in SELECTION_COLUMNS if c not in table.columns]
-    if missing:
-        raise AnalysisError(f"--selection {path}: missing columns {', '.join(missing)}")
+    table = read_checked_csv(path, "--selection", SELECTION_COLUMNS)
     table["selected"] = table["selected"].astype(str).str.lower().eq("true")
     return table
 
