@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from reengage.analysis.aggregate import AnalysisError, aggregate_runs  # noqa: E402
+from reengage.analysis.labels import method_style  # noqa: E402
 from reengage.analysis.report import control_position  # noqa: E402
 from reengage.analysis.select import select_cells  # noqa: E402
 from reengage.analysis.stats import compute_stats  # noqa: E402
@@ -104,11 +105,15 @@ def plot(curves: pd.DataFrame, out: Path) -> None:
             mean = run.groupby("step")["success_rate"].agg(["mean", "std"])
             name = "SB3 DDPG+HER (Stable-Baselines3)" if CONTROL in run["method"].iloc[0] \
                 else f"{label}, {experiment}"
+            # The method's colour and marker as on every other figure; the variant is the
+            # line style (solid: the default inputs).
+            method_look = method_style(str(run["method"].iloc[0]))
             style = "-" if experiment == "sb3" else ("--" if experiment == "obs_goal" else ":")
-            line, = ax.plot(mean.index, mean["mean"], style, label=name,
-                            lw=2.5 if CONTROL in run["method"].iloc[0] else 1.5)
+            ax.plot(mean.index, mean["mean"], linestyle=style, marker=method_look.marker,
+                    markersize=4, color=method_look.color, label=name,
+                    lw=2.5 if CONTROL in run["method"].iloc[0] else 1.5)
             ax.fill_between(mean.index, mean["mean"] - mean["std"], mean["mean"] + mean["std"],
-                            color=line.get_color(), alpha=0.12)
+                            color=method_look.color, alpha=0.12)
         ax.set(title=f"ContinuousSeek d = {dim} (10 seeds, mean ± sd)", xlabel="env steps",
                ylabel="success rate", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
