@@ -1,6 +1,7 @@
 """The package as a user installs it without a checkout: a wheel of this project carries every
 subpackage and the workflow schema, and its `reengage` command works from anywhere."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -36,11 +37,12 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _run_installed(site: Path, code: str) -> subprocess.CompletedProcess:
-    """Python code run from outside the checkout, importing the installed copy first (the
-    editable install of the test environment stays behind it on the path)."""
-    prelude = f"import sys; sys.path.insert(0, {str(site)!r}); "
-    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
-                          text=True, cwd=site.parent)
+    """Python code run from outside the checkout with the installed copy first on the
+    interpreter's path (PYTHONPATH precedes site-packages, where the test environment's
+    editable install is)."""
+    environment = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=site.parent, env=environment)
 
 
 def test_the_wheel_holds_every_subpackage_the_schema_and_the_license(installed):
