@@ -23,7 +23,6 @@ never for an interrupted seed, whose state is in the population's checkpoint. Th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .progress import atomic_write_bytes
 from .registry import METHODS, Learner, LearnerSpec
 
 POLICY_FORMAT = 1
@@ -80,13 +80,7 @@ def policy_document(kind: str, record: dict[str, Any], learner: dict[str, Any],
 
 def save_policy(path: Path, document: dict[str, Any]) -> None:
     """Atomically (temporary file, fsync, rename), as every output of a run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(document, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: torch.save(document, f))
 
 
 def load_policy(path: Path) -> dict[str, Any]:

@@ -25,11 +25,11 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -50,15 +50,20 @@ DONE_STATUSES = ("finished", "diverged")
 Row = dict[str, float]
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Temporary file, fsync, rename: a reader sees the old file or the new one, never half."""
+def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write(f)` into a hidden temporary file beside `path`, fsync, rename: a reader sees
+    the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
+    with open(tmp, "wb") as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def progress_csv(rows: Sequence[Row]) -> str:
