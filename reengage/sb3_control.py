@@ -68,6 +68,7 @@ from .progress import (
     LiveProgress,
     ProgressListener,
     active_listeners,
+    atomic_write_bytes,
 )
 from .registry import ENVS
 from .run import (
@@ -125,8 +126,8 @@ def check_config(cfg: TrainConfig) -> tuple[int, ...]:
     try:
         import stable_baselines3  # noqa: F401
     except ImportError:
-        raise ConfigError("--method", f"{cfg.method} needs stable-baselines3: "
-                          "pip install 'reengage[bench]'") from None
+        raise ConfigError("--method", f"{cfg.method} needs stable-baselines3, a dependency "
+                          "of reengage: pip install 'stable-baselines3>=2.3'") from None
     return tuple(hidden)
 
 
@@ -218,10 +219,8 @@ def _copy_seed_files(source: Path, target: Path) -> None:
     """A done seed's files, run.json last (it says the others are complete)."""
     for name in (POLICY_NAME, PROGRESS_NAME, RECORD_NAME):
         if (source / name).is_file():
-            target.mkdir(parents=True, exist_ok=True)
-            tmp = target / f".{name}.tmp"
-            shutil.copyfile(source / name, tmp)
-            tmp.replace(target / name)
+            atomic_write_bytes(target / name, lambda f, path=source / name:
+                               f.write(path.read_bytes()))
 
 
 def _buffer_bytes(buffer: Any) -> int:
@@ -270,8 +269,8 @@ def policy_model(document: dict[str, Any], device: torch.device) -> Predictor:
     try:
         from stable_baselines3.td3.policies import MultiInputPolicy
     except ImportError:
-        raise PolicyError("an sb3 policy needs stable-baselines3: pip install "
-                          "'reengage[bench]'") from None
+        raise PolicyError("an sb3 policy needs stable-baselines3, a dependency of reengage: "
+                          "pip install 'stable-baselines3>=2.3'") from None
     config = document["config"]
     spec = ENVS[config["env"]]
     env = gym.make(spec.gym_id, **{spec.dim_kwarg: config["dim"]})

@@ -155,7 +155,7 @@ def test_what_sb3_cannot_do_is_refused_before_anything_is_written(tmp_path, chan
 
 def test_a_missing_stable_baselines3_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import now fails
-    with pytest.raises(ConfigError, match=r"pip install 'reengage\[bench\]'") as error:
+    with pytest.raises(ConfigError, match=r"pip install 'stable-baselines3>=2.3'") as error:
         train_population(CFG, tmp_path / "out", progress=False)
     assert error.value.option == "--method" and not (tmp_path / "out").exists()
 
