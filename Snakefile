@@ -7,6 +7,8 @@
 #
 # The grid logic lives in reengage/workflow.py (tested without Snakemake).
 
+import re
+
 from snakemake.utils import min_version, validate
 
 from reengage.analysis.labels import EXPERIMENT_FIGURES
@@ -15,8 +17,7 @@ from reengage.workflow import (
     job_priority,
     progress_files,
     run_options,
-    seed_chunks,
-    seeds_of,
+    train_chunks,
     train_arguments,
     validate_config,
     wandb_group,
@@ -78,19 +79,17 @@ rule all:
 
 # One rule per distinct population of seeds: every seed keeps its own files, and one job
 # trains the whole population in one process (docs/design.md).
-CHUNKS = {}
-for experiment_name, experiment in config["experiments"].items():
-    for chunk in seed_chunks(seeds_of(experiment), config["seeds_per_job"]):
-        CHUNKS.setdefault(chunk, []).append(experiment_name)
-
-for chunk, chunk_experiments in CHUNKS.items():
+# A method may train seeds of its own (methods.<i>.seeds), so a rule's wildcards are limited
+# to the experiments and method folders that train its population.
+for chunk, chunk_cells in train_chunks(config).items():
     chunk_name = "_".join(map(str, chunk))
 
     rule:
         name:
             f"train_seeds_{chunk_name}"
         wildcard_constraints:
-            experiment="|".join(chunk_experiments),
+            experiment="|".join(map(re.escape, sorted(chunk_cells))),
+            method="|".join(map(re.escape, sorted(set().union(*chunk_cells.values())))),
         output:
             progress=[
                 f"{RESULTS}/runs/{{experiment}}/{{env}}-d{{dim}}/{{method}}/b{{batch}}_lr{{lr}}/seed{s}/progress.csv"

@@ -202,7 +202,7 @@ def _check_config(args: argparse.Namespace) -> int:
     jobs = seed_steps = 0
     for cell in cells(config):
         experiment = config["experiments"][cell.experiment]
-        seeds = seeds_of(experiment)
+        seeds = seeds_of(experiment, cell.method)
         jobs += len(seed_chunks(seeds, config["seeds_per_job"]))
         seed_steps += len(seeds) * steps_for(experiment, cell.dim)
     # The size before the cost: seed-steps, the unit the README's rates are measured in.

@@ -43,8 +43,15 @@ def normalize_config(config: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(experiments, dict):  # the schema says what is wrong with it
         return config
     for experiment in experiments.values():
-        if isinstance(experiment, dict) and isinstance(experiment.get("steps"), dict):
+        if not isinstance(experiment, dict):
+            continue
+        if isinstance(experiment.get("steps"), dict):
             experiment["steps"] = {str(k): v for k, v in experiment["steps"].items()}
+        methods = experiment.get("methods")
+        for method in methods if isinstance(methods, list) else []:
+            for key in ("batch_sizes", "lrs"):
+                if isinstance(method, dict) and isinstance(method.get(key), dict):
+                    method[key] = {str(k): v for k, v in method[key].items()}
     return config
 
 
@@ -74,6 +81,13 @@ def validate_config(config: dict[str, Any]) -> None:
             missing = [d for d in experiment["dims"] if str(d) not in map(str, steps)]
             if missing:
                 raise ConfigError(f"experiments.{name}.steps", f"no steps given for d = {missing}")
+        for index, method in enumerate(experiment["methods"]):
+            for key in ("batch_sizes", "lrs"):
+                if isinstance(method.get(key), dict):
+                    missing = [d for d in experiment["dims"] if str(d) not in method[key]]
+                    if missing:
+                        raise ConfigError(f"experiments.{name}.methods.{index}.{key}",
+                                          f"no {key} given for d = {missing}")
     filled = apply_defaults(copy.deepcopy(config))
     _validate_jobs(filled)
     for name, experiment in filled["experiments"].items():
@@ -90,7 +104,7 @@ def _validate_jobs(config: dict[str, Any]) -> None:
     parser = build_parser()
     for cell in cells(config):
         experiment = config["experiments"][cell.experiment]
-        for seeds in seed_chunks(seeds_of(experiment), config["seeds_per_job"]):
+        for seeds in seed_chunks(seeds_of(experiment, cell.method), config["seeds_per_job"]):
             try:
                 validate(job_config(parser, config, cell, seeds))
             except ConfigError as error:
@@ -131,6 +145,8 @@ _EXPERIMENT_KEYS = {
     "--her-future": "her_future", "--her-relabel": "her_relabel", "--set": "settings",
 }
 _METHOD_KEYS = {"--method": "name", "--c": "c"}
+# Experiment keys a method may set for itself (`methods.<i>.batch_sizes` and so on).
+_METHOD_OVERRIDES = ("batch_sizes", "lrs", "seeds")
 _TOP_LEVEL_KEYS = {"--threads": "threads_per_job", "--checkpoint-every": "checkpoint_every",
                    "--plugin": "plugins"}
 
@@ -145,20 +161,33 @@ def _job_key(config: dict[str, Any], cell: Cell, option: str) -> str:
         return f"{where}.extra_args"
     if option in _TOP_LEVEL_KEYS:
         return _TOP_LEVEL_KEYS[option]
+    index = next(i for i, m in enumerate(experiment["methods"]) if m["name"] == cell.method)
+    method = experiment["methods"][index]
     if option in _METHOD_KEYS:
-        index = next(i for i, m in enumerate(experiment["methods"]) if m["name"] == cell.method)
         where = f"{where}.methods.{index}"
         key = _METHOD_KEYS[option]
-        values = experiment["methods"][index].get(key)
+        values = method.get(key)
     elif option in _EXPERIMENT_KEYS:
         key = _EXPERIMENT_KEYS[option]
         values = experiment.get(key)
+        if key in _METHOD_OVERRIDES and key in method:  # the method's own, not the experiment's
+            where = f"{where}.methods.{index}"
+            values = method[key]
+            if isinstance(values, dict):  # a map d -> list
+                dim = next(k for k in values if str(k) == str(cell.dim))
+                where, values = f"{where}.{key}.{dim}", values[dim]
+                return _item_key(where, values, cell, key)
     else:
         return where
+    return _item_key(f"{where}.{key}", values, cell, key)
+
+
+def _item_key(where: str, values: Any, cell: Cell, key: str) -> str:
+    """`where`, down to the list item that holds the cell's value of `key`."""
     value = {"dims": cell.dim, "batch_sizes": cell.batch, "lrs": cell.lr, "c": cell.c}.get(key)
     if isinstance(values, list) and value in values:
-        return f"{where}.{key}.{values.index(value)}"
-    return f"{where}.{key}"
+        return f"{where}.{values.index(value)}"
+    return where
 
 
 def import_plugins(modules: list[str]) -> None:
@@ -196,9 +225,33 @@ def steps_for(experiment: dict[str, Any], dim: int) -> int:
                                                           steps.items()}[str(dim)])
 
 
-def seeds_of(experiment: dict[str, Any]) -> list[int]:
+def method_entry(experiment: dict[str, Any], name: str) -> dict[str, Any]:
+    """The `methods` item of the experiment that names `name`."""
+    return next(m for m in experiment["methods"] if m["name"] == name)
+
+
+def seeds_of(experiment: dict[str, Any], method: str | None = None) -> list[int]:
+    """The experiment's seeds, or `method`'s own where it sets `seeds` (the paper's best
+    cells with 20 seeds beside a 10-seed control column, say)."""
     seeds = experiment["seeds"]
+    if method is not None:
+        seeds = method_entry(experiment, method).get("seeds", seeds)
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
+def _for_dim(values: list[Any] | dict[Any, list[Any]], dim: int) -> list[Any]:
+    """A list for every d, or the list a map d -> list gives for `dim`."""
+    if isinstance(values, list):
+        return values
+    return {str(k): v for k, v in values.items()}[str(dim)]
+
+
+def grid_of(experiment: dict[str, Any], method: dict[str, Any],
+            dim: int) -> tuple[list[int], list[float]]:
+    """(batch sizes, learning rates) of `method` at `dim`: the method's own where it sets
+    them (each method at its best cell, as the paper reports them), else the experiment's."""
+    return (_for_dim(method.get("batch_sizes", experiment["batch_sizes"]), dim),
+            _for_dim(method.get("lrs", experiment["lrs"]), dim))
 
 
 def seed_chunks(seeds: list[int], per_job: int) -> list[tuple[int, ...]]:
@@ -242,16 +295,29 @@ def cells(config: dict[str, Any], experiment: str | None = None) -> Iterator[Cel
             continue
         for dim in exp["dims"]:
             for method in exp["methods"]:
+                batches, lrs = grid_of(exp, method, dim)
                 for c in method.get("c", [None]):
-                    for batch in exp["batch_sizes"]:
-                        for lr in exp["lrs"]:
+                    for batch in batches:
+                        for lr in lrs:
                             yield Cell(name, exp["env"], dim, method["name"], c, batch, lr)
 
 
 def progress_files(config: dict[str, Any], experiment: str) -> list[str]:
-    seeds = seeds_of(config["experiments"][experiment])
+    exp = config["experiments"][experiment]
     return [f"{cell.run_dir(config['results'])}/seed{seed}/progress.csv"
-            for cell in cells(config, experiment) for seed in seeds]
+            for cell in cells(config, experiment) for seed in seeds_of(exp, cell.method)]
+
+
+def train_chunks(config: dict[str, Any]) -> dict[tuple[int, ...], dict[str, set[str]]]:
+    """Every population of seeds the config trains: chunk -> experiment -> the method
+    folders (`Cell.method_dir`) trained in that chunk. The Snakefile writes one rule per
+    chunk and limits its wildcards to these names."""
+    chunks: dict[tuple[int, ...], dict[str, set[str]]] = {}
+    for cell in cells(config):
+        seeds = seeds_of(config["experiments"][cell.experiment], cell.method)
+        for chunk in seed_chunks(seeds, config["seeds_per_job"]):
+            chunks.setdefault(chunk, {}).setdefault(cell.experiment, set()).add(cell.method_dir)
+    return chunks
 
 
 def find_cell(config: dict[str, Any], wildcards: Any) -> Cell:
@@ -298,7 +364,7 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
         if key in exp:
             options.append(f"--{key.replace('_', '-')} {exp[key]}")
     options += [f"--plugin {module}" for module in config["plugins"]]
-    method = next(m for m in exp["methods"] if m["name"] == cell.method)
+    method = method_entry(exp, cell.method)
     settings = {**_dotted(exp["settings"]), **_dotted(method.get("settings", {}))}
     options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]
     options += exp["extra_args"]

@@ -19,8 +19,10 @@ from reengage.workflow import (
     cells,
     format_number,
     job_priority,
+    progress_files,
     seed_chunks,
     train_arguments,
+    train_chunks,
     validate_config,
 )
 
@@ -54,8 +56,8 @@ def test_default_dry_run_plans_one_job_per_population():
     result = _snakemake("-n", "--cores", "2")
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
-    # 2 d x (DDPG+HER + 3 ReenGAGE c + the SB3 control) x 1 cell x (5 seeds / 5 per job)
-    assert counts["train_seeds_0_1_2_3_4"] == 10
+    # 2 d x (DDPG+HER + ReenGAGE c = 0.2 + the SB3 control) x 1 cell x (5 seeds / 5 per job)
+    assert counts["train_seeds_0_1_2_3_4"] == 6
     # goal sets: DDPG + Multi-ReenGAGE on DriveSeek, and the greedy agent on NoisySeek
     assert counts["train_seeds_0_1_2"] == 2 + 3
     for rule in ("aggregate", "select", "figures", "stats", "runtime"):
@@ -176,6 +178,70 @@ def test_input_layout_her_variant_and_method_settings_reach_the_command():
     bad["experiments"]["cs"]["inputs"] = "goal_obs"
     with pytest.raises(ConfigError, match="experiments.cs.inputs"):
         validate_config(bad)
+
+
+def _per_method_config() -> dict:
+    return {"seeds_per_job": 2, "experiments": {"cs": {
+        "env": "ContinuousSeek", "dims": [2, 5], "steps": 1000, "seeds": 4,
+        "batch_sizes": [128], "lrs": [0.001],
+        "methods": [
+            {"name": "ddpg_her", "batch_sizes": {2: [64], 5: [256, 512]},
+             "lrs": {2: [0.0005], 5: [0.001]}},
+            {"name": "reengage_her", "c": [0.2], "lrs": [0.0015]},
+            {"name": "sb3_ddpg_her", "seeds": [0, 1]},
+        ]}}}
+
+
+def test_a_method_may_set_its_own_cells_and_seeds():
+    config = _per_method_config()
+    validate_config(config)
+    config = apply_defaults(config)
+    grid = {(c.method, c.dim, c.batch, c.lr) for c in cells(config)}
+    assert grid == {
+        ("ddpg_her", 2, 64, 0.0005), ("ddpg_her", 5, 256, 0.001), ("ddpg_her", 5, 512, 0.001),
+        ("reengage_her", 2, 128, 0.0015), ("reengage_her", 5, 128, 0.0015),  # own lrs only
+        ("sb3_ddpg_her", 2, 128, 0.001), ("sb3_ddpg_her", 5, 128, 0.001),    # experiment's
+    }
+    assert train_chunks(config) == {
+        (0, 1): {"cs": {"ddpg_her", "reengage_her_c0.2", "sb3_ddpg_her"}},
+        (2, 3): {"cs": {"ddpg_her", "reengage_her_c0.2"}},  # the control trains seeds 0, 1
+    }
+    files = progress_files(config, "cs")
+    assert len(files) == (3 + 2) * 4 + 2 * 2
+    assert not [f for f in files if "sb3_ddpg_her" in f and "seed2" in f]
+
+
+@pytest.mark.parametrize("change, key", [
+    (lambda m: m[0].update(batch_sizes={2: [64]}), "experiments.cs.methods.0.batch_sizes"),
+    (lambda m: m[1].update(lrs=[-1.0]), "experiments.cs.methods.1.lrs"),
+    (lambda m: m[0].update(lrs={5: [0.001], 2: [float("inf")]}),
+     "experiments.cs.methods.0.lrs.2.0"),
+    (lambda m: m[2].update(seeds=0), "experiments.cs.methods.2.seeds"),
+])
+def test_a_methods_bad_cells_name_its_key(change, key):
+    config = _per_method_config()
+    change(config["experiments"]["cs"]["methods"])
+    with pytest.raises(ConfigError) as error:
+        validate_config(config)
+    assert error.value.option == key
+
+
+def test_reproduce_config_plans_each_method_at_its_cell(tmp_path):
+    result = _snakemake("-n", "--cores", "2", "--configfile", "config/reproduce.yaml",
+                        "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    counts = _job_counts(result.stdout + result.stderr)
+    seeds_0_9 = "train_seeds_" + "_".join(map(str, range(10)))
+    seeds_10_19 = "train_seeds_" + "_".join(map(str, range(10, 20)))
+    # ContinuousSeek: 2 d x (DDPG+HER, 3 ReenGAGE c) x one cell x 2 populations of 10, and
+    # the 10-seed control at both d; goal sets: DDPG + Multi-ReenGAGE on DriveSeek with
+    # shared and with separate encoders, and on NoisySeek with the greedy agent.
+    assert counts[seeds_10_19] == 2 * 4
+    assert counts[seeds_0_9] == 2 * 4 + 2 + 2 + 2 + 3
+    config = apply_defaults(yaml.safe_load((REPO / "config" / "reproduce.yaml").read_text()))
+    cs = {(c.method_dir, c.dim): (c.batch, c.lr) for c in cells(config, "continuous_seek")}
+    assert cs[("ddpg_her", 10)] == (256, 0.0005) and cs[("reengage_her_c0.3", 5)] == (512, 0.0015)
+    assert cs[("sb3_ddpg_her", 5)] == (512, 0.001)
 
 
 PLUGIN = '''
