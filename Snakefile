@@ -13,6 +13,7 @@ from snakemake.utils import min_version, validate
 
 from reengage.analysis.labels import EXPERIMENT_FIGURES
 from reengage.workflow import (
+    ablation_change,
     find_cell,
     job_priority,
     progress_files,
@@ -38,6 +39,8 @@ validate(config, "reengage/schema.yaml")  # also fills in the schema's defaults
 RESULTS = config["results"]
 RUN_OPTIONS = run_options(config)
 EXPERIMENTS = list(config["experiments"])
+# name -> {reference, ablated}: two experiments compared variant by variant (empty: none).
+ABLATIONS = config["ablations"]
 ENV = "environment.yaml"
 
 
@@ -48,6 +51,7 @@ wildcard_constraints:
     method="[a-z][a-z0-9_]*(_c[0-9.]+)?",
     batch="[0-9]+",
     lr="[0-9.]+",
+    ablation="[A-Za-z0-9_]+",
 
 
 def report_inputs(wildcards):
@@ -68,6 +72,10 @@ def report_inputs(wildcards):
     if config["theory"]["enabled"]:
         inputs["theory"] = f"{RESULTS}/tables/theory_slopes.csv"
         inputs["theory_figure"] = f"{RESULTS}/figures/theory.png"
+    if ABLATIONS:
+        inputs["ablations"] = expand(
+            "{results}/tables/ablations/{ablation}.csv", results=RESULTS, ablation=ABLATIONS
+        )
     return inputs
 
 
@@ -296,6 +304,49 @@ rule runtime:
         "--markdown {output.markdown} --baseline {params.baseline} > {log} 2>&1"
 
 
+def ablation_folder(side):
+    """The tables folder of one side ("reference" or "ablated") of a job's ablation."""
+    return lambda wildcards: f"{RESULTS}/tables/{ABLATIONS[wildcards.ablation][side]}"
+
+
+def ablation_tables(wildcards):
+    """The curves and the selection of both experiments of a job's ablation."""
+    return {
+        side: [
+            f"{ablation_folder(side)(wildcards)}/{table}"
+            for table in ("curves.parquet", "selection.csv")
+        ]
+        for side in ("reference", "ablated")
+    }
+
+
+def ablation_description(wildcards):
+    """What the ablated experiment changes, as reengage.workflow.ablation_change says it."""
+    ablation = ABLATIONS[wildcards.ablation]
+    return ablation_change(config, ablation["reference"], ablation["ablated"])
+
+
+rule ablation:
+    input:
+        unpack(ablation_tables),
+    output:
+        f"{RESULTS}/tables/ablations/{{ablation}}.csv",
+    log:
+        f"{RESULTS}/logs/ablation/{{ablation}}.log",
+    params:
+        # In the table and the report; a config whose change reads differently reruns it.
+        change=ablation_description,
+        reference=ablation_folder("reference"),
+        ablated=ablation_folder("ablated"),
+        reps=config["bootstrap_reps"],
+    conda:
+        ENV
+    shell:
+        "python -m reengage.analysis.ablation --name {wildcards.ablation} "
+        "--change {params.change:q} --reference {params.reference} "
+        "--ablated {params.ablated} --reps {params.reps} --out {output} > {log} 2>&1"
+
+
 THEORY_MLP = config["theory"]["mlp"]
 
 
@@ -376,11 +427,13 @@ rule report:
             if config["theory"]["enabled"]
             else ""
         ),
+        ablations=f"--ablations {RESULTS}/tables/ablations" if ABLATIONS else "",
     conda:
         ENV
     shell:
         "python -m reengage.analysis.report --tables {params.tables} "
-        "--figures {params.figures} --out {output} {params.theory} > {log} 2>&1"
+        "--figures {params.figures} --out {output} {params.theory} {params.ablations} "
+        "> {log} 2>&1"
 
 
 # Not part of the default target: minutes of benchmarking, one command away:

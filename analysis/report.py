@@ -7,7 +7,10 @@ the figures beside it (`labels.EXPERIMENT_FIGURES`: rliable's views, diagnostics
 linked where they exist. Which
 experiment bears on which claim is decided by environment and method names (`CLAIMS`
 below), so a claim whose environment or methods were not run reads "not covered by this
-config".
+config". With `--ablations DIR`, the ablation tables there (`DIR/{name}.csv`,
+reengage.analysis.ablation: an experiment against one that changes one thing in it) get a
+section of their own, and one whose change concerns `share_encoder` decides claim 3's
+encoder-sharing part.
 
 Verdicts (also written into the report, section "How verdicts are decided"):
 * Any verdict drawn from seeds: "too few seeds" when either side has fewer than
@@ -23,6 +26,12 @@ Verdicts (also written into the report, section "How verdicts are decided"):
   d minus at the smallest d) lies above 0 (supported), below 0 (not supported), or
   contains 0 (inconclusive).
 * "no significant gain": supported if no variant's PoI CI lies above 0.5.
+* "sharing the goal encoder helps both methods" (claim 3): from ablations whose change
+  concerns `share_encoder` on DriveSeek or NoisySeek, P(a seed with the shared encoder
+  scores a higher AUC than a seed with separate encoders), all d pooled, per variant of
+  DDPG and Multi-ReenGAGE, read as "A beats B" (and MIN_SEEDS); supported only if both
+  methods are (a method no ablation covers makes a supported reading inconclusive); not
+  covered without such an ablation.
 * runtime: the median over settings of (wall time with / without) within the paper's
   +34..60 % widened by 10 points, 1.24..1.70 (supported); from 1.0 to the band "cheaper
   than the paper" and from the band to 2.0 "costlier than the paper" (a constant factor
@@ -41,13 +50,15 @@ says per d whether our method's IQM AUC lies inside, above or below the control'
 
 Usage:
     python -m reengage.analysis.report --tables results/tables --figures results/figures \
-        --out results/report.md [--theory results/tables/theory_slopes.csv] [--note TEXT]
+        --out results/report.md [--theory results/tables/theory_slopes.csv] [--note TEXT] \
+        [--ablations results/tables/ablations]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +67,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reengage.analysis.ablation import ABLATION_COLUMNS
 from reengage.analysis.aggregate import (
     AnalysisError,
     OneLineParser,
@@ -170,6 +182,36 @@ def read_theory(path: Path) -> pd.DataFrame:
     if unknown:
         raise AnalysisError(f"--theory {path}: unknown loss {unknown} (expected td, gradient)")
     return table
+
+
+@dataclass
+class Ablation:
+    """One ablation table (reengage.analysis.ablation): `ablated` is `reference` with
+    `change` applied."""
+
+    name: str
+    change: str
+    reference: str
+    ablated: str
+    table: pd.DataFrame
+
+
+def load_ablations(directory: Path) -> list[Ablation]:
+    """Every `directory/*.csv` written by reengage.analysis.ablation, by name."""
+    if not directory.is_dir():
+        raise AnalysisError(f"--ablations {directory}: not a directory")
+    ablations = []
+    for path in sorted(directory.glob("*.csv")):
+        table = _read_optional_csv(path, ABLATION_COLUMNS, "reengage.analysis.ablation")
+        assert table is not None  # globbed
+        if table.empty:
+            raise AnalysisError(f"--ablations {path}: no rows")
+        first = table.iloc[0]
+        ablations.append(Ablation(str(first["ablation"]), str(first["change"]),
+                                  str(first["reference"]), str(first["ablated"]), table))
+    if not ablations:
+        raise AnalysisError(f"--ablations {directory}: no ablation table (*.csv) in it")
+    return ablations
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -507,6 +549,8 @@ class Claim:
     text: str
     parts: Callable[[list[Experiment], pd.DataFrame | None], list[Part]]
     uncovered_always: tuple[str, ...] = ()
+    ablation_parts: Callable[[list[Ablation]], list[Part]] | None = None
+    """Parts decided from the ablation tables (read after `parts`)."""
 
 
 CS = Comparison(("ContinuousSeek",), "ddpg_her", "reengage_her")
@@ -526,6 +570,135 @@ def _bitflip_minor(experiments: list[Experiment], _theory) -> Part:
         part.verdict = None
         part.statement += " — see the table"
     return part
+
+
+# -- ablations -------------------------------------------------------------------------------
+# An item of an ablation's change (reengage.workflow.ablation_change) that toggles the goal
+# encoder's sharing, for every method or, prefixed with its name, for one: either way round.
+SHARING_CHANGE = re.compile(r"(?:^|; )(?:([a-z][a-z0-9_]*): )?networks\.share_encoder: "
+                            r"(true|false) -> (true|false)(?=;|$)")
+
+
+def sharing_toggles(change: str) -> dict[str | None, bool]:
+    """Method (None: every method) -> whether the reference is the side that shares the
+    encoder, for each item of `change` that toggles `share_encoder`."""
+    return {found.group(1): found.group(2) == "true"
+            for found in SHARING_CHANGE.finditer(change) if found.group(2) != found.group(3)}
+
+
+def _ablation_variants(table: pd.DataFrame) -> list[tuple[str, dict[str, pd.Series]]]:
+    """(env, statistic -> row) of each variant of an ablation table: its rows over all d,
+    on the normalised AUC, by env and c."""
+    auc = table[(table["score"] == "auc") & (table["scope"] == "all_d")]
+    found = []
+    for (env, _variant), group in auc.sort_values(["env", "method", "c"]).groupby(
+            ["env", "variant"], sort=False):
+        by = {row["statistic"]: row for _, row in group.iterrows()}
+        if {"poi", "iqm_reference", "iqm_ablated"} <= set(by):
+            found.append((str(env), by))
+    return found
+
+
+def _flipped(poi: pd.Series) -> pd.Series:
+    """P(ablated better) from P(reference better): PoI(y, x) = 1 - PoI(x, y), ties 1/2."""
+    flipped = poi.copy()
+    flipped["estimate"], flipped["ci_low"], flipped["ci_high"] = (
+        1 - poi["estimate"], 1 - poi["ci_high"], 1 - poi["ci_low"])
+    return flipped
+
+
+def _encoder_sharing_part(ablations: list[Ablation], statement: str) -> Part:
+    """Claim 3's second half, from any ablation whose change concerns `share_encoder` on
+    DriveSeek or NoisySeek: per variant of DDPG and Multi-ReenGAGE, P(a seed with the
+    shared encoder scores a higher AUC than one with separate encoders), all d pooled, read
+    as "A beats B"; supported only if both methods are (combine)."""
+    methods = (DRIVE.baseline, DRIVE.treatment)
+    body, verdicts, seen, changes = [], [], set(), []
+    for ablation in ablations:
+        toggles = sharing_toggles(ablation.change)
+        for env, by in _ablation_variants(ablation.table):
+            poi = by["poi"]
+            shared_is_reference = toggles.get(poi["method"], toggles.get(None))
+            if shared_is_reference is None or poi["method"] not in methods or not (
+                    DRIVE.env_matches(env) or NOISY.env_matches(env)):
+                continue
+            shared, separate = (("reference", "ablated") if shared_is_reference
+                                else ("ablated", "reference"))
+            if not shared_is_reference:
+                poi = _flipped(poi)
+            reading = interval_verdict(poi["ci_low"], poi["ci_high"], 0.5)
+            runs = poi[f"{shared}_n_runs"], poi[f"{separate}_n_runs"]
+            verdicts.append(seed_verdict(reading, *runs))
+            seen.add(poi["method"])
+            body.append([ablation.name, f"{env} {dim_name(env)}={_dims(poi['tasks'])}",
+                         poi["label"], _ci(by[f"iqm_{shared}"]), _ci(by[f"iqm_{separate}"]),
+                         _ci(poi), f"{int(runs[0])} / {int(runs[1])}",
+                         f"{int(poi[f'{shared}_n_diverged'])} / "
+                         f"{int(poi[f'{separate}_n_diverged'])}",
+                         _verdict_cell(verdicts[-1], reading, *runs)])
+        if any(row[0] == ablation.name for row in body):
+            changes.append(f"`{ablation.name}`: `{ablation.reference}` against "
+                           f"`{ablation.ablated}`, which changes `{ablation.change}`")
+    if not body:
+        return Part(statement, None, why_not_covered="no ablation of `share_encoder` on "
+                    "DriveSeek or NoisySeek; the config's `ablations` names one")
+    verdict = combine(verdicts)
+    evidence = ["Ablations: " + "; ".join(changes) + ". P(shared better) is the probability "
+                "that a seed with the shared goal encoder scores a higher normalised AUC "
+                "than a seed with separate encoders (decides the verdict):", "",
+                *_table(["ablation", "task", "method", "IQM AUC shared [95% CI]",
+                         "IQM AUC separate", "P(shared better) [95% CI]",
+                         "seeds per d (shared / separate)", "diverged (shared / separate)",
+                         "verdict"], body)]
+    if any(";" in ablation.change for ablation in ablations
+           if sharing_toggles(ablation.change)):
+        evidence += ["", "The experiments differ in more than the encoder (the change "
+                     "above): the comparison is not of sharing alone."]
+    missing = [m for m in methods if m not in seen]
+    if missing:
+        evidence += ["", f"No ablation covers {', '.join(missing)}: sharing cannot be said "
+                     "to help both methods."]
+        if verdict == SUPPORTED:
+            verdict = INCONCLUSIVE
+    return Part(statement, verdict, evidence)
+
+
+def _ablations_section(ablations: list[Ablation]) -> list[str]:
+    """Each ablation's table: per variant, both sides' IQM AUC, their difference and
+    P(reference better), with the verdict of "the reference beats the ablated"."""
+    if not ablations:
+        return ["(no ablation tables)", ""]
+    lines = ["Each ablation compares an experiment (the reference) with one that changes "
+             "one thing in it (the ablated), method variant by method variant, each side at "
+             "its own selected cells: IQM of the normalised area under the curve, all d "
+             "pooled, with 95 % stratified-bootstrap CIs. The verdict reads *the reference "
+             "beats the ablated* by the rule of *A beats B*.", ""]
+    for ablation in ablations:
+        body = []
+        for env, by in _ablation_variants(ablation.table):
+            poi, diff = by["poi"], by.get("iqm_diff")
+            runs = poi["reference_n_runs"], poi["ablated_n_runs"]
+            reading = interval_verdict(poi["ci_low"], poi["ci_high"], 0.5)
+            body.append([f"{env} {dim_name(env)}={_dims(poi['tasks'])}", poi["label"],
+                         _ci(by["iqm_reference"]), _ci(by["iqm_ablated"]),
+                         _ci(diff) if diff is not None else "–", _ci(poi),
+                         f"{int(runs[0])} / {int(runs[1])}",
+                         f"{int(poi['reference_n_diverged'])} / "
+                         f"{int(poi['ablated_n_diverged'])}",
+                         _verdict_cell(seed_verdict(reading, *runs), reading, *runs)])
+        metrics = sorted(ablation.table["metric"].dropna().unique())
+        reps = int(ablation.table["reps"].iloc[0])
+        lines += [f"### {ablation.name}", "",
+                  f"`{ablation.reference}` (reference) against `{ablation.ablated}` "
+                  f"(ablated), which changes `{ablation.change}`. Metric: "
+                  f"{', '.join(map(metric_name, metrics))}; {reps} bootstrap repetitions.",
+                  "",
+                  *_table(["task", "method", "IQM AUC reference [95% CI]", "IQM AUC ablated",
+                           "IQM diff (reference − ablated)", "P(reference better) [95% CI]",
+                           "seeds per d (reference / ablated)",
+                           "diverged (reference / ablated)", "verdict: reference better"],
+                          body), ""]
+    return lines
 
 
 CLAIMS = [
@@ -549,7 +722,9 @@ CLAIMS = [
           lambda ex, th: [
               _beats_part(ex, DRIVE, "DriveSeek: Multi-ReenGAGE beats DDPG"),
               _beats_part(ex, NOISY, "NoisySeek: Multi-ReenGAGE beats DDPG"),
-          ], ("sharing the goal encoder helps both methods (ablation not in the tables)",)),
+          ], ablation_parts=lambda ab: [
+              _encoder_sharing_part(ab, "sharing the goal encoder helps both methods"),
+          ]),
     Claim(4, "SAC+ReenGAGE+HER beats SAC+HER on ContinuousSeek.",
           lambda ex, th: [_beats_part(ex, SAC, "SAC+ReenGAGE+HER beats SAC+HER")]),
     Claim(5, "BitFlip d=40: ReenGAGE with soft target on the gradient term only beats DQN+HER "
@@ -710,8 +885,10 @@ def _control_lines(stats: pd.DataFrame) -> list[str]:
 
 
 def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame | None = None,
-                 note: str | None = None, tables: Path | None = None) -> str:
-    """The report's markdown text (see the module docstring for the verdict rules)."""
+                 note: str | None = None, tables: Path | None = None,
+                 ablations: list[Ablation] | None = None) -> str:
+    """The report's markdown text (see the module docstring for the verdict rules);
+    `ablations` None leaves out the Ablations section (no --ablations given)."""
     out_dir = Path(out).parent
     lines = ["# ReenGAGE reproduction report", "",
              "Generated by `python -m reengage.analysis.report` from the tables"
@@ -726,6 +903,8 @@ def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame 
     summary, details = [], []
     for claim in CLAIMS:
         parts = claim.parts(experiments, theory)
+        if claim.ablation_parts is not None:
+            parts += claim.ablation_parts(ablations or [])
         covered = [p for p in parts if p.verdict is not None]
         verdict = combine([p.verdict for p in covered]) if covered else NOT_COVERED
         summary.append([str(claim.number), claim.text, f"**{verdict}**"])
@@ -746,6 +925,8 @@ def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame 
     lines += ["## Experiments", ""]
     for e in experiments:
         lines += _experiment_section(e, out_dir)
+    if ablations is not None:
+        lines += ["## Ablations", "", *_ablations_section(ablations)]
     lines += ["## How verdicts are decided", "", *_RULES, ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -761,6 +942,13 @@ _RULES = [
     "- *A beats B*: probability of improvement of A over B on the AUC, all d pooled. "
     "Supported if its CI lies above 0.5, not supported if below 0.5, inconclusive otherwise. "
     "With several c, supported only if every c is; not supported if any c is worse.",
+    "- *Sharing the goal encoder helps* (claim 3): from an ablation (the config's "
+    "`ablations`) whose change concerns `share_encoder` on DriveSeek or NoisySeek: per "
+    "method, P(a seed with the shared encoder scores a higher AUC than a seed with separate "
+    "encoders), all d pooled, read as *A beats B* (CI above 0.5: supported; below: not "
+    "supported; else inconclusive). Supported only if DDPG and Multi-ReenGAGE both are; "
+    "without such an ablation, not covered. The Ablations section reads every ablation "
+    "the same way, as *the reference beats the ablated*.",
     "- *Margin grows with d*: CI of (IQM AUC difference at the largest d − at the smallest "
     "d) above 0: supported; below 0: not supported; else inconclusive.",
     "- *No significant gain*: supported unless some variant's PoI CI lies above 0.5.",
@@ -802,6 +990,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of --tables with a selection.csv)")
     parser.add_argument("--note", default=None,
                         help="a line stated at the top, e.g. 'reduced: 3k steps'")
+    parser.add_argument("--ablations", type=Path, default=None,
+                        help="optional directory of ablation tables ({name}.csv from "
+                        "reengage.analysis.ablation): an Ablations section, and claim 3's "
+                        "encoder sharing where one changes share_encoder")
     return parser
 
 
@@ -813,10 +1005,11 @@ def main(argv: list[str] | None = None) -> int:
         require_suffix(args.out, [".md"], "--out")
         experiments = load_experiments(args.tables, args.figures, args.experiments)
         theory = read_theory(args.theory) if args.theory else None
+        ablations = load_ablations(args.ablations) if args.ablations else None
         if not experiments and theory is None:
             raise AnalysisError(f"--tables {args.tables}: no {{experiment}}/selection.csv "
                                 "found and no --theory given")
-        text = build_report(experiments, args.out, theory, args.note, args.tables)
+        text = build_report(experiments, args.out, theory, args.note, args.tables, ablations)
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
 

@@ -11,7 +11,7 @@ import importlib
 import io
 import shlex
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ def validate_config(config: dict[str, Any]) -> None:
     """Schema first (unknown keys, types, ranges), then what a schema cannot say: steps for
     every d, and every job the config plans, checked as `reengage train` checks the options
     `train_arguments` writes for it, so that a config the workflow accepts never meets a
-    refusal from the command line, nor the other way round. Last, the baseline."""
+    refusal from the command line, nor the other way round. Last, the baseline and the
+    ablations."""
     normalize_config(config)
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -95,6 +96,7 @@ def validate_config(config: dict[str, Any]) -> None:
         if experiment["baseline"] not in names:
             raise ConfigError(f"experiments.{name}.baseline", f"{experiment['baseline']!r} is "
                               f"not one of the experiment's methods {names}")
+    validate_ablations(filled)
 
 
 def _validate_jobs(config: dict[str, Any]) -> None:
@@ -400,3 +402,151 @@ def wandb_group(cell: Cell) -> str:
     """A cell's Weights & Biases group: its folder under runs/ (experiment/env-dD/method/
     bB_lrLR), the same for every population of its seeds."""
     return cell.run_dir("").strip("/").removeprefix("runs/")
+
+
+# -- ablations: one experiment against another that differs from it in what it trains ------
+# An experiment's CSV tables (tables/{experiment}/{table}.csv): no ablation takes their names.
+_EXPERIMENT_CSV_TABLES = ("selection", "stats", "runtime")
+
+
+def validate_ablations(config: dict[str, Any]) -> None:
+    """Each entry of `ablations` (in a config with its defaults filled in) names two
+    different experiments of the same env that share a method and differ in what they
+    train; errors name the key path, as the schema's do."""
+    experiments = config["experiments"]
+    ablations = config.get("ablations", {})
+    if ablations and "ablations" in experiments:
+        raise ConfigError("experiments.ablations", "the name is taken by the ablation tables "
+                          "(tables/ablations/); rename the experiment")
+    for name, ablation in ablations.items():
+        where = f"ablations.{name}"
+        if name in _EXPERIMENT_CSV_TABLES:
+            raise ConfigError(where, f"{name!r} names an experiment's table "
+                              f"(tables/{{experiment}}/{name}.csv); choose another name")
+        for side in ("reference", "ablated"):
+            if ablation[side] not in experiments:
+                raise ConfigError(f"{where}.{side}", f"{ablation[side]!r} is not one of the "
+                                  f"experiments {list(experiments)}")
+        reference, ablated = ablation["reference"], ablation["ablated"]
+        if reference == ablated:
+            raise ConfigError(f"{where}.ablated", f"{ablated!r} is the reference itself; an "
+                              "ablation compares two experiments")
+        envs = experiments[reference]["env"], experiments[ablated]["env"]
+        if envs[0] != envs[1]:
+            raise ConfigError(f"{where}.ablated", f"{ablated!r} runs {envs[1]} and the "
+                              f"reference {reference!r} runs {envs[0]}; an ablation compares "
+                              "one env")
+        theirs = {m["name"] for m in experiments[ablated]["methods"]}
+        if not any(m["name"] in theirs for m in experiments[reference]["methods"]):
+            raise ConfigError(f"{where}.ablated", f"{ablated!r} runs none of the methods of "
+                              f"the reference {reference!r}")
+        if not ablation_change(config, reference, ablated):
+            raise ConfigError(f"{where}.ablated", f"{ablated!r} trains what {reference!r} "
+                              "trains (they differ in their note at most): nothing to compare")
+
+
+# Experiment keys compared per method, as they reach its jobs (a method may set its own).
+_PER_METHOD_KEYS = ("seeds", "batch_sizes", "lrs", "settings")
+
+
+def ablation_change(config: dict[str, Any], reference: str, ablated: str) -> str:
+    """What experiment `ablated` changes against `reference`: `key: before -> after` items
+    joined by "; " (`networks.share_encoder: true -> false`), empty when nothing differs.
+
+    An unset key compares as its default: the schema's, else `reengage train`'s
+    (TrainConfig) for an experiment key, the learner's for a setting. A method's seeds,
+    grid and settings compare as its jobs get them (its own where it sets them, else the
+    experiment's); a change every shared method has is named once, one that only some
+    have is prefixed with each method's name. `note` names an experiment, so it is not
+    compared."""
+    filled = apply_defaults(normalize_config(copy.deepcopy(config)))
+    before, after = filled["experiments"][reference], filled["experiments"][ablated]
+    schema = load_schema()["properties"]["experiments"]["additionalProperties"]["properties"]
+    changes = []
+    for key in schema:
+        if key in ("note", "methods", *_PER_METHOD_KEYS):
+            continue
+        old, new = _experiment_value(before, key), _experiment_value(after, key)
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    names = [m["name"] for m in before["methods"]]
+    theirs = [m["name"] for m in after["methods"]]
+    shared = [name for name in names if name in theirs]
+    dropped = [name for name in names if name not in theirs]
+    added = [name for name in theirs if name not in names]
+    if dropped:
+        changes.append(f"methods without {', '.join(dropped)}")
+    if added:
+        changes.append(f"methods with {', '.join(added)}")
+    by_method = {name: _method_changes(before, after, name) for name in shared}
+    # A change every shared method has is the experiment's (its settings, say): named once.
+    everywhere = [c for c in by_method[shared[0]]
+                  if all(c in by_method[n] for n in shared)] if shared else []
+    changes += everywhere
+    changes += [f"{name}: {c}" for name in shared for c in by_method[name] if c not in everywhere]
+    return "; ".join(changes)
+
+
+def _yaml_text(value: Any) -> str:
+    """A config value as it reads in YAML (`false`, `[64, 64]`); `unset` for None."""
+    if value is None:
+        return "unset"
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+# `reengage train`'s default of an experiment key the schema leaves unset (inputs,
+# her_future, her_relabel, action_noise).
+_TRAIN_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+
+
+def _experiment_value(experiment: dict[str, Any], key: str) -> str:
+    return _yaml_text(experiment.get(key, _TRAIN_DEFAULTS.get(key)))
+
+
+def _method_changes(before: dict[str, Any], after: dict[str, Any], name: str) -> list[str]:
+    """`key: before -> after` for what reaches method `name`'s jobs differently."""
+    changes = []
+    for key in ("c", "seeds", "batch_sizes", "lrs"):
+        old, new = _method_value(before, name, key), _method_value(after, name, key)
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    old_settings, new_settings = _method_settings(before, name), _method_settings(after, name)
+    defaults = learner_defaults()
+    for key in [*old_settings, *(k for k in new_settings if k not in old_settings)]:
+        old = old_settings.get(key, defaults.get(key, "unset"))
+        new = new_settings.get(key, defaults.get(key, "unset"))
+        if old != new:
+            changes.append(f"{key}: {old} -> {new}")
+    return changes
+
+
+def _method_value(experiment: dict[str, Any], name: str, key: str) -> str:
+    method = method_entry(experiment, name)
+    if key == "c":
+        return _yaml_text(method.get("c"))
+    if key == "seeds":  # 10 and [0, ..., 9] are the same seeds
+        seeds = seeds_of(experiment, name)
+        return _yaml_text(len(seeds) if seeds == list(range(len(seeds))) else seeds)
+    return _yaml_text(method.get(key, experiment[key]))
+
+
+def _method_settings(experiment: dict[str, Any], name: str) -> dict[str, str]:
+    """The dotted `--set` settings of method `name`'s jobs (train_arguments' rule)."""
+    method = method_entry(experiment, name)
+    return {**_dotted(experiment["settings"]), **_dotted(method.get("settings", {}))}
+
+
+def learner_defaults() -> dict[str, str]:
+    """Dotted learner setting -> its default as YAML text, from the learners' config
+    dataclasses (`networks.share_encoder` -> `true`); a setting two learners default
+    differently is left out (it has no one default)."""
+    from reengage.agents.ddpg import DDPGConfig
+    from reengage.agents.multi_goal import MultiGoalConfig
+
+    defaults: dict[str, str] = {}
+    ambiguous: set[str] = set()
+    for learner in (DDPGConfig(), MultiGoalConfig()):
+        for key, value in _dotted(asdict(learner)).items():
+            if defaults.setdefault(key, value) != value:
+                ambiguous.add(key)
+    return {key: value for key, value in defaults.items() if key not in ambiguous}
