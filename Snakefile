@@ -198,9 +198,10 @@ rule figures:
     conda:
         ENV
     shell:
-        # :q quotes for the shell: a note may hold an apostrophe, a quote or a $.
+        # :q quotes for the shell: a note may hold an apostrophe, a quote or a $. An empty
+        # note quotes to nothing, hence `--note=` (a bare `--note` would take no value).
         "python -m reengage.analysis.figures --curves {input.curves} "
-        "--selection {input.selection} --out {output.png} --note {params.note:q} "
+        "--selection {input.selection} --out {output.png} --note={params.note:q} "
         "--baseline {params.baseline} > {log} 2>&1"
 
 
@@ -224,7 +225,7 @@ rule diagnostics:
         ENV
     shell:
         "python -m reengage.analysis.diagnostics_figure --curves {input.curves} "
-        "--selection {input.selection} --out {output.png} --note {params.note:q} "
+        "--selection {input.selection} --out {output.png} --note={params.note:q} "
         "--baseline {params.baseline} > {log} 2>&1"
 
 

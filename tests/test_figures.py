@@ -263,13 +263,15 @@ def test_rliable_cli_writes_each_figure_and_refuses_nothing_to_draw(tables, tmp_
 NOTE = """reduced: it's "3k" steps, $HOME and `date` stay as written"""
 
 
-def test_a_note_with_quotes_reaches_the_figure_rules_intact(tmp_path):
+@pytest.mark.parametrize("note", [NOTE, ""])
+def test_a_note_with_quotes_reaches_the_figure_rules_intact(tmp_path, note):
     """A dry run prints each rule's shell command; the shell must read the note back
-    exactly, apostrophe, quotes, $ and backticks included."""
+    exactly, apostrophe, quotes, $ and backticks included, and an empty note (the schema's
+    default) as an empty value rather than a missing one."""
     config = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
     config["theory"]["enabled"] = False
     config["experiments"] = {"continuous_seek": {**config["experiments"]["continuous_seek"],
-                                                 "note": NOTE}}
+                                                 "note": note}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True))
     result = subprocess.run(
         [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-n", "-p", "--cores", "1",
@@ -285,7 +287,8 @@ def test_a_note_with_quotes_reaches_the_figure_rules_intact(tmp_path):
         module = words[2].rsplit(".", 1)[1]
         if module in modules:
             modules[module] += 1
-            assert words[words.index("--note") + 1] == NOTE
+            (given,) = [w for w in words if w.startswith("--note")]
+            assert given == f"--note={note}"
     assert modules == {"figures": 1, "diagnostics_figure": 1}
     assert any("rliable_figures" in command for command in commands)
 
