@@ -51,10 +51,11 @@ from reengage.analysis.select import check_metric, read_selection
 from reengage.analysis.stats import (
     SCORES,
     VariantScores,
-    _compare,
-    _interval,
-    _single_stat,
+    add_bootstrap_arguments,
+    bootstrap_interval,
     collect_scores,
+    compare_pair,
+    single_statistic,
 )
 
 ABLATION_COLUMNS = [
@@ -170,7 +171,7 @@ def _variant_rows(env: str, before: VariantScores, after: VariantScores, dims: l
     for side, vs in (("reference", before), ("ablated", after)):
         matrix, _ = vs.matrix(dims)
         # IQM over all d, then per d, (auc, final) each: stats.py's single-variant layout.
-        point, ci = _interval({vs.variant: matrix}, _single_stat(len(dims), {}), reps,
+        point, ci = bootstrap_interval({vs.variant: matrix}, single_statistic(len(dims), {}), reps,
                               confidence, seed)
         for scope in [None, *dims]:
             offset = 0 if scope is None else 2 + 2 * dims.index(scope)
@@ -183,7 +184,7 @@ def _variant_rows(env: str, before: VariantScores, after: VariantScores, dims: l
 
     # The reference takes the treatment's place and the ablated the baseline's, so `poi`
     # is P(reference > ablated) and `iqm_diff` reference minus ablated.
-    _compare(before, after, env, reps, confidence, seed, add_pair)
+    compare_pair(before, after, env, reps, confidence, seed, add_pair)
     return rows
 
 
@@ -234,11 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, type=Path, help="output .csv")
     parser.add_argument("--metric", default=None,
                         help="score column (default: the metric both selections were made on)")
-    parser.add_argument("--reps", type=int, default=2000,
-                        help="bootstrap repetitions (default 2000)")
-    parser.add_argument("--confidence", type=float, default=0.95,
-                        help="confidence interval coverage (default 0.95)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add_bootstrap_arguments(parser)
     return parser
 
 

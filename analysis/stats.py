@@ -38,7 +38,7 @@ import argparse
 import contextlib
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,9 +131,10 @@ def _aggregates(metric: str) -> dict:
     return BOUNDED_AGGREGATES if metric in BOUNDED_METRICS else AGGREGATES
 
 
-def _single_stat(n_tasks: int, aggregates: dict):
-    """[IQM over all tasks (auc, final), then per task (auc, final), then each of
-    `aggregates` over all tasks (auc, final)]."""
+def single_statistic(n_tasks: int, aggregates: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """The bootstrap statistic of one seeds x tasks x (auc, final) matrix: [IQM over all
+    tasks (auc, final), then per task (auc, final), then each of `aggregates` over all
+    tasks (auc, final)]."""
     def stat(x: np.ndarray) -> np.ndarray:
         out = [_iqm(x[:, :, k]) for k in range(2)]
         out += [_iqm(x[:, t, k]) for t in range(n_tasks) for k in range(2)]
@@ -161,7 +162,11 @@ def _pair_stat(n_tasks: int):
     return stat
 
 
-def _interval(score_dict: dict, stat, reps: int, confidence: float, seed: int):
+def bootstrap_interval(score_dict: dict, stat: Callable[..., np.ndarray], reps: int,
+                       confidence: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """rliable's stratified-bootstrap point estimates and intervals of `stat` over the one
+    entry of `score_dict` (a matrix, or a pair of matrices for a pair statistic), with a
+    fixed seed so that tables are reproducible."""
     with seeded(seed), warnings.catch_warnings():
         # arch warns when a bootstrap statistic is constant (e.g. every seed succeeds).
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -231,8 +236,9 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
             aggregates = _aggregates(metric)
             # One resampling yields the IQM and the other aggregates, so adding an aggregate
             # leaves the IQM's interval as it was.
-            point, ci = _interval({vs.variant: matrix}, _single_stat(len(dims), aggregates),
-                                  reps, confidence, seed + index)
+            point, ci = bootstrap_interval({vs.variant: matrix},
+                                           single_statistic(len(dims), aggregates),
+                                           reps, confidence, seed + index)
             for scope, scope_dims in [(None, dims)] + [(d, [d]) for d in dims]:
                 offset = 0 if scope is None else 2 + 2 * dims.index(scope)
                 extra = {"n_runs": len(matrix), **vs.counts(scope_dims), "n_dropped": dropped
@@ -250,7 +256,7 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
             for base in baselines:
                 if base.variant == vs.variant:
                     continue
-                _compare(vs, base, env, reps, confidence, seed + index, add)
+                compare_pair(vs, base, env, reps, confidence, seed + index, add)
     if not rows:
         raise AnalysisError("no selected cell has a usable seed")
     table = pd.DataFrame(rows)
@@ -258,7 +264,7 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
     return table.reindex(columns=STATS_COLUMNS)
 
 
-def _compare(vs: VariantScores, base: VariantScores, env: str, reps: int, confidence: float,
+def compare_pair(vs: VariantScores, base: VariantScores, env: str, reps: int, confidence: float,
              seed: int, add) -> None:
     """Append the pair rows (through `add`) for `vs` against the baseline `base`."""
     dims = [d for d in vs.dims if d in base.dims and len(vs.usable[d]) and len(base.usable[d])]
@@ -266,7 +272,7 @@ def _compare(vs: VariantScores, base: VariantScores, env: str, reps: int, confid
         return
     x, x_dropped = vs.matrix(dims)
     y, _ = base.matrix(dims)
-    point, ci = _interval({f"{vs.variant},{base.variant}": (x, y)}, _pair_stat(len(dims)),
+    point, ci = bootstrap_interval({f"{vs.variant},{base.variant}": (x, y)}, _pair_stat(len(dims)),
                           reps, confidence, seed + 1000)
 
     def extra(scope_dims: list[int]) -> dict:
@@ -313,12 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score column (default: the metric the selection was made on)")
     parser.add_argument("--baseline", default=DEFAULT_BASELINE,
                         help=f"method every other is compared with (default {DEFAULT_BASELINE})")
+    add_bootstrap_arguments(parser)
+    return parser
+
+
+def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:
+    """--reps, --confidence and --seed of a stage that bootstraps intervals (the stats and
+    ablation stages), with the same defaults everywhere."""
     parser.add_argument("--reps", type=int, default=2000,
                         help="bootstrap repetitions (default 2000)")
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="confidence interval coverage (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
