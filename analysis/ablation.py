@@ -171,8 +171,8 @@ def _variant_rows(env: str, before: VariantScores, after: VariantScores, dims: l
     for side, vs in (("reference", before), ("ablated", after)):
         matrix, _ = vs.matrix(dims)
         # IQM over all d, then per d, (auc, final) each: stats.py's single-variant layout.
-        point, ci = bootstrap_interval({vs.variant: matrix}, single_statistic(len(dims), {}), reps,
-                              confidence, seed)
+        point, ci = bootstrap_interval({vs.variant: matrix}, single_statistic(len(dims), {}),
+                                       reps, confidence, seed)
         for scope in [None, *dims]:
             offset = 0 if scope is None else 2 + 2 * dims.index(scope)
             for k, score in enumerate(SCORES):
