@@ -272,8 +272,8 @@ def compare_pair(vs: VariantScores, base: VariantScores, env: str, reps: int, co
         return
     x, x_dropped = vs.matrix(dims)
     y, _ = base.matrix(dims)
-    point, ci = bootstrap_interval({f"{vs.variant},{base.variant}": (x, y)}, _pair_stat(len(dims)),
-                          reps, confidence, seed + 1000)
+    point, ci = bootstrap_interval({f"{vs.variant},{base.variant}": (x, y)},
+                                   _pair_stat(len(dims)), reps, confidence, seed + 1000)
 
     def extra(scope_dims: list[int]) -> dict:
         note = "; ".join(n for n in (vs.note(scope_dims),
