@@ -53,6 +53,7 @@ from reengage.analysis.stats import (
     VariantScores,
     add_bootstrap_arguments,
     bootstrap_interval,
+    check_bootstrap,
     collect_scores,
     compare_pair,
     single_statistic,
@@ -106,10 +107,7 @@ def compare_ablation(name: str, change: str, reference: ExperimentTables,
                      ablated: ExperimentTables, metric: str | None = None, reps: int = 2000,
                      seed: int = 0, confidence: float = 0.95) -> pd.DataFrame:
     """The ablation table (columns `ABLATION_COLUMNS`); see the module docstring."""
-    if reps < 1:
-        raise AnalysisError(f"--reps must be >= 1 (got {reps})")
-    if not 0 < confidence < 1:
-        raise AnalysisError(f"--confidence must be in (0, 1) (got {confidence})")
+    check_bootstrap(reps, confidence)
     if reference.name == ablated.name:
         raise AnalysisError(f"--reference and --ablated are the same experiment "
                             f"({reference.name!r})")

@@ -200,10 +200,7 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
                   baseline: str = DEFAULT_BASELINE, reps: int = 2000, seed: int = 0,
                   confidence: float = 0.95) -> pd.DataFrame:
     """The statistics table (columns `STATS_COLUMNS`); see the module docstring."""
-    if reps < 1:
-        raise AnalysisError(f"--reps must be >= 1 (got {reps})")
-    if not 0 < confidence < 1:
-        raise AnalysisError(f"--confidence must be in (0, 1) (got {confidence})")
+    check_bootstrap(reps, confidence)
     metric = metric or str(selection["metric"].iloc[0])
     check_metric(curves, metric)
     experiments = selection.loc[selection["selected"], "experiment"].unique()
@@ -264,8 +261,8 @@ def compute_stats(curves: pd.DataFrame, selection: pd.DataFrame, metric: str | N
     return table.reindex(columns=STATS_COLUMNS)
 
 
-def compare_pair(vs: VariantScores, base: VariantScores, env: str, reps: int, confidence: float,
-             seed: int, add) -> None:
+def compare_pair(vs: VariantScores, base: VariantScores, env: str, reps: int,
+                 confidence: float, seed: int, add) -> None:
     """Append the pair rows (through `add`) for `vs` against the baseline `base`."""
     dims = [d for d in vs.dims if d in base.dims and len(vs.usable[d]) and len(base.usable[d])]
     if not dims:
@@ -321,6 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"method every other is compared with (default {DEFAULT_BASELINE})")
     add_bootstrap_arguments(parser)
     return parser
+
+
+def check_bootstrap(reps: int, confidence: float) -> None:
+    """Refuse bootstrap parameters that give no interval, with the option's name."""
+    if reps < 1:
+        raise AnalysisError(f"--reps must be >= 1 (got {reps})")
+    if not 0 < confidence < 1:
+        raise AnalysisError(f"--confidence must be in (0, 1) (got {confidence})")
 
 
 def add_bootstrap_arguments(parser: argparse.ArgumentParser) -> None:

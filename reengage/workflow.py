@@ -77,18 +77,12 @@ def validate_config(config: dict[str, Any]) -> None:
         raise ConfigError(_key_path(error), error.message)
     import_plugins(config.get("plugins", []))
     for name, experiment in config["experiments"].items():
-        steps = experiment["steps"]
-        if isinstance(steps, dict):
-            missing = [d for d in experiment["dims"] if str(d) not in map(str, steps)]
-            if missing:
-                raise ConfigError(f"experiments.{name}.steps", f"no steps given for d = {missing}")
+        where = f"experiments.{name}"
+        _require_every_dim(experiment["steps"], experiment["dims"], f"{where}.steps")
         for index, method in enumerate(experiment["methods"]):
             for key in ("batch_sizes", "lrs"):
-                if isinstance(method.get(key), dict):
-                    missing = [d for d in experiment["dims"] if str(d) not in method[key]]
-                    if missing:
-                        raise ConfigError(f"experiments.{name}.methods.{index}.{key}",
-                                          f"no {key} given for d = {missing}")
+                _require_every_dim(method.get(key), experiment["dims"],
+                                   f"{where}.methods.{index}.{key}")
     filled = apply_defaults(copy.deepcopy(config))
     _validate_jobs(filled)
     for name, experiment in filled["experiments"].items():
@@ -97,6 +91,14 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(f"experiments.{name}.baseline", f"{experiment['baseline']!r} is "
                               f"not one of the experiment's methods {names}")
     validate_ablations(filled)
+
+
+def _require_every_dim(values: Any, dims: list[int], key: str) -> None:
+    """A map d -> value (steps, a method's batch sizes or lrs) must give every d."""
+    if isinstance(values, dict):
+        missing = [d for d in dims if str(d) not in map(str, values)]
+        if missing:
+            raise ConfigError(key, f"no {key.rsplit('.', 1)[1]} given for d = {missing}")
 
 
 def _validate_jobs(config: dict[str, Any]) -> None:
@@ -339,9 +341,13 @@ def _dotted(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict):
             flat.update(_dotted(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = yaml.safe_dump(value, default_flow_style=True).strip()
-            flat[f"{prefix}{key}"] = flat[f"{prefix}{key}"].removesuffix("\n...").strip()
+            flat[f"{prefix}{key}"] = _yaml_scalar(value)
     return flat
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A config value as it reads in YAML on one line (`false`, `[64, 64]`, `null`)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
 def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) -> str:
@@ -404,7 +410,6 @@ def job_priority(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) -> 
     if method.runner is not None:
         return max(1, steps * len(seeds) // (1000 * SEQUENTIAL_STEP_SHARE))
     return max(1, steps // 1000)
-
 
 
 def wandb_group(cell: Cell) -> str:
@@ -498,9 +503,7 @@ def ablation_change(config: dict[str, Any], reference: str, ablated: str) -> str
 
 def _yaml_text(value: Any) -> str:
     """A config value as it reads in YAML (`false`, `[64, 64]`); `unset` for None."""
-    if value is None:
-        return "unset"
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+    return "unset" if value is None else _yaml_scalar(value)
 
 
 # `reengage train`'s default of an experiment key the schema leaves unset (inputs,
