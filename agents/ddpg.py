@@ -17,7 +17,14 @@ from . import hand_gradients
 from .compiled import compile_or_eager
 from .ensemble import EnsembleMLP
 from .inputs import network_input
-from .losses import goal_gradient_loss, q_and_goal_gradient, td_loss, td_target_and_goal_gradient
+from .losses import (
+    clip_target,
+    goal_gradient_loss,
+    q_and_goal_gradient,
+    td_loss,
+    td_target_and_goal_gradient,
+)
+from .normalizer import RunningNormalizer
 from .optim import PopulationAdam
 
 
@@ -38,7 +45,27 @@ class DDPGConfig:
     action_l2: float = 0.0
     """Penalty on the squared pre-noise action in the actor loss (robotics setting)."""
     target_clip: tuple[float, float] | None = None
-    """Clip the TD target to this range (robotics: [−1/(1−γ), 0])."""
+    """Clip the TD target to this range (robotics: [−1/(1−γ), 0]); where a sample's target
+    is clipped, its goal gradient is zero (agents/losses.py `clip_target`)."""
+    target_update_every_step: bool = True
+    """Polyak-average the targets after every update (Stable-Baselines3, the paper's toy
+    tasks); false leaves it to the training loop, which calls `update_targets` (Baselines:
+    once per cycle of updates, with τ = 1 − polyak)."""
+    normalize_inputs: bool = False
+    """Baselines' running mean/std normaliser in front of both networks, one for the state
+    and one for the goal (agents/normalizer.py); the training loop feeds their statistics
+    through `update_normalizer`. ReenGAGE's goal gradients are then taken with respect to
+    the goal itself, through the normaliser, as the release's `gradher` takes them."""
+    normalizer_eps: float = 0.01
+    """Smallest standard deviation of the normaliser (Baselines' `norm_eps`)."""
+    normalizer_clip: float = 5.0
+    """Normalised inputs are clipped to ±this (Baselines' `norm_clip`)."""
+    normalizer_clip_input: float = 200.0
+    """Raw inputs are clipped to ±this before normalising (Baselines' `clip_obs`)."""
+    normalized_goal_gradient: bool = False
+    """Normalized ReenGAGE (docs/paper.md §1, the release's `gradher_normalized`): each goal
+    coordinate's squared gradient error is multiplied by σ_i², the goal normaliser's
+    variance; needs `normalize_inputs`."""
     fused_adam: bool = True
     """Use PyTorch's fused Adam where it is exact per member (agents/optim.py)."""
     hand_gradients: bool = True
@@ -89,7 +116,16 @@ class DDPG(nn.Module):
         goal_at = obs_dim if goal_at is None else goal_at
         if not 0 <= goal_at <= obs_dim:
             raise ValueError(f"goal_at must be in [0, {obs_dim}], got {goal_at}")
+        if config.normalized_goal_gradient and not config.normalize_inputs:
+            raise ValueError("normalized_goal_gradient needs normalize_inputs")
         self.config, self.members, self.goal_at = config, members, goal_at
+        self.state_normalizer: RunningNormalizer | None = None
+        self.goal_normalizer: RunningNormalizer | None = None
+        if config.normalize_inputs:
+            settings = (config.normalizer_eps, config.normalizer_clip,
+                        config.normalizer_clip_input)
+            self.state_normalizer = RunningNormalizer(members, obs_dim, *settings)
+            self.goal_normalizer = RunningNormalizer(members, goal_dim, *settings)
         actor = EnsembleMLP(members, obs_dim + goal_dim, config.hidden, action_dim, nn.Tanh())
         critic = EnsembleMLP(members, obs_dim + goal_dim + action_dim, config.hidden, 1)
         for m, generator in enumerate(generators):
@@ -146,7 +182,40 @@ class DDPG(nn.Module):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Deterministic actions `[members, n, action_dim]`."""
+        if self.state_normalizer is not None and self.goal_normalizer is not None:
+            obs, goal = self.state_normalizer(obs), self.goal_normalizer(goal)
         return self.actor(obs, goal)
+
+    def update_normalizer(self, state: torch.Tensor, goal: torch.Tensor) -> None:
+        """Add states and goals `[members, n, ...]` to the normalisers' statistics (each
+        member its own); the training loop calls it after each batch of episodes."""
+        if self.state_normalizer is None or self.goal_normalizer is None:
+            raise RuntimeError("this learner has no normaliser (normalize_inputs is off)")
+        self.state_normalizer.update(state)
+        self.goal_normalizer.update(goal)
+
+    @torch.no_grad()
+    def update_targets(self) -> None:
+        """One Polyak step of the target networks toward the online ones (by τ)."""
+        torch._foreach_lerp_(self._target, self._online, self.config.tau)
+
+    def _normalized(self, obs: torch.Tensor, next_obs: torch.Tensor, goal: torch.Tensor,
+                    with_goal_gradient: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                       torch.Tensor, torch.Tensor | None]:
+        """The networks' inputs and, when the goal gradient is to be taken through the
+        normaliser, the factor `∂ĝ/∂g` (times σ for Normalized ReenGAGE) that turns a
+        gradient with respect to the normalised goal into the one the loss wants. It is the
+        same factor for the student and the teacher (one goal), so it scales their
+        difference; None where no factor applies (no normaliser, or c = 0)."""
+        if self.state_normalizer is None or self.goal_normalizer is None:
+            return obs, next_obs, goal, None
+        scale = None
+        if with_goal_gradient:
+            scale = self.goal_normalizer.input_gradient(goal)
+            if self.config.normalized_goal_gradient:
+                scale = scale * self.goal_normalizer.std
+        normalize = self.state_normalizer
+        return normalize(obs), normalize(next_obs), self.goal_normalizer(goal), scale
 
     def update(
         self,
@@ -156,9 +225,13 @@ class DDPG(nn.Module):
         goal: torch.Tensor,
         reward: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        """One gradient step for every member; returns per-member diagnostics `[members]`."""
+        """One gradient step for every member; returns per-member diagnostics `[members]`.
+        With `normalize_inputs`, states and goals are the raw ones: they are normalised
+        here."""
         c = self.config.goal_gradient_coef
         use_goal_gradient = c > 0
+        obs, next_obs, goal, goal_scale = self._normalized(obs, next_obs, goal,
+                                                           use_goal_gradient)
 
         # Critic: regress on the teacher's value and, for ReenGAGE, on its goal gradient.
         by_hand = self._by_hand
@@ -173,9 +246,11 @@ class DDPG(nn.Module):
                 self.config.gamma, use_goal_gradient,
             )
         if self.config.target_clip is not None:
-            target = target.clamp(*self.config.target_clip)
+            target, target_dq_dg = clip_target(target, target_dq_dg, self.config.target_clip)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        if by_hand:
+        # The closed form has no per-coordinate weights for the gradient term; a goal seen
+        # through the normaliser needs them, so that critic step goes through autograd.
+        if by_hand and goal_scale is None:
             q, value_term, gradient_term = self._critic_step(
                 self.critic.net, obs, goal, action, target, target_dq_dg, reward, c,
                 self.goal_at,
@@ -183,6 +258,8 @@ class DDPG(nn.Module):
         else:
             if use_goal_gradient:
                 q, dq_dg = q_and_goal_gradient(self.critic, obs, goal, action)
+                if goal_scale is not None:
+                    dq_dg, target_dq_dg = dq_dg * goal_scale, target_dq_dg * goal_scale
                 gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
             else:
                 q = self.critic(obs, goal, action)
@@ -208,8 +285,8 @@ class DDPG(nn.Module):
                 p.grad = grad
         self.actor_optimizer.step()
 
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target, self._online, self.config.tau)
+        if self.config.target_update_every_step:
+            self.update_targets()
         return {
             "critic_loss": value_term.detach(),
             "goal_grad_loss": gradient_term.detach(),

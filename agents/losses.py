@@ -56,6 +56,23 @@ def q_and_goal_gradient(
     return value, dq_dg
 
 
+def clip_target(
+    target: torch.Tensor, target_dq_dg: torch.Tensor | None, bounds: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The teacher clipped to `bounds` (robotics: `[−1/(1−γ), 0]`) and the goal gradient of
+    that clipped value. A clipped sample's teacher is a constant bound, so its goal gradient
+    is zero: the release differentiates the clipped target (`tf.clip_by_value`), and
+    distilling the unclipped gradient there would ask the student's gradient to follow a
+    value the student is not asked to match. At a bound itself the gradient passes, as
+    `tf.clip_by_value` and `torch.clamp` both let it."""
+    low, high = bounds
+    clipped = target.clamp(low, high)
+    if target_dq_dg is None:
+        return clipped, None
+    outside = (target < low) | (target > high)
+    return clipped, target_dq_dg.masked_fill(outside, 0.0)
+
+
 def td_loss(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared TD error per member: `[members]`."""
     return (value - target).pow(2).mean(dim=(1, 2))
