@@ -1,5 +1,6 @@
 # Every target sets itself up on a fresh machine: a virtual env in .venv, torch first
-# (the CPU build where no GPU is visible, so no multi-GB CUDA download), then the project.
+# (the CPU build where no GPU is visible, so no multi-GB CUDA download), then the project
+# with its test tools and the robotics tasks (gymnasium-robotics, mujoco 3.11.0).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,7 +25,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(INSTALL_TORCH)
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,robotics]"
 	touch $@
 
 setup: $(BIN)/.installed

@@ -21,9 +21,10 @@ class EnvSpec:
     name: str
     gym_id: str
     episode_steps: int
-    dim_kwarg: str = "dim"
+    dim_kwarg: str | None = "dim"
     """The env's constructor argument that `--dim` sets: the goal dimension, or for the
-    goal-set tasks n_max, the number of goal slots (the dimension of the gate vector)."""
+    goal-set tasks n_max, the number of goal slots (the dimension of the gate vector); None
+    where the goal's width is fixed (the robotics tasks)."""
     vectorization_mode: str = "vector_entry_point"
     achieved_in_obs: bool = False
     """The achieved goal is the observation's leading entries: the replay stores it once."""
@@ -35,6 +36,22 @@ ENVS: dict[str, EnvSpec] = {
     "DriveSeek": EnvSpec("DriveSeek", "reengage/DriveSeek-v0", 40, dim_kwarg="n_max"),
     "NoisySeek": EnvSpec("NoisySeek", "reengage/NoisySeek-v0", 40, dim_kwarg="n_max"),
 }
+
+# The gymnasium-robotics tasks (envs/robotics.py; goals of fixed width: HandReach 15, the
+# block 7, FetchReach 3, so no `dim_kwarg`). They train in the Baselines regime
+# (reengage/baselines_her.py), not in the population loop of `reengage train`, hence a table
+# of their own. The id's module prefix makes gymnasium import gymnasium-robotics on demand.
+# Episode lengths are the ids' time limits: the block's is 100 steps, not 50.
+ROBOTICS_ENVS: dict[str, EnvSpec] = {
+    name: EnvSpec(name, f"gymnasium_robotics:{gym_id}", steps, dim_kwarg=None,
+                  vectorization_mode="sync")
+    for name, gym_id, steps in (
+        ("HandReach", "HandReach-v3", 50),
+        ("HandManipulateBlockRotateXYZ", "HandManipulateBlockRotateXYZ-v1", 100),
+        ("FetchReach", "FetchReach-v4", 50),
+    )
+}
+
 
 
 @dataclass(frozen=True)

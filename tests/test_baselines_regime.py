@@ -1,7 +1,8 @@
-"""The Baselines regime's ingredients in our DDPG (agents/ddpg.py, agents/losses.py): clipped
-targets with zero goal gradient where clipped, the normaliser in front of the networks with
-goal gradients taken through it (and σ²-weighted for Normalized ReenGAGE), action L2, and targets
-moved only when the loop asks. Each is checked against an independent computation."""
+"""The Baselines regime's ingredients in our DDPG (agents/ddpg.py, agents/losses.py,
+reengage/baselines_her.py): clipped targets with zero goal gradient where clipped, the
+normaliser in front of the networks with goal gradients taken through it (and σ²-weighted
+for Normalized ReenGAGE), action L2, targets moved only by the loop, exploration, and the
+settings the regime sets. Each is checked against an independent computation."""
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from reengage.agents.losses import (
     q_and_goal_gradient,
     td_target_and_goal_gradient,
 )
+from reengage.baselines_her import BaselinesConfig, explore
 
 GAMMA = 0.9
 
@@ -237,3 +239,40 @@ def test_targets_move_only_when_the_loop_asks_and_by_tau():
     for p, q, o in zip(learner.critic_target.parameters(), before, online, strict=True):
         torch.testing.assert_close(p, 0.95 * q + 0.05 * o, rtol=1e-12, atol=1e-12)
         assert not torch.equal(p, q)
+
+
+# -- the loop's settings and exploration ------------------------------------------------------
+def test_the_regime_sets_baselines_learner_settings():
+    cfg = BaselinesConfig(env="HandReach")
+    learner = cfg.learner_config()
+    assert cfg.episode_steps() == 50
+    assert learner.gamma == pytest.approx(0.98)  # 1 − 1/T
+    assert learner.target_clip == (pytest.approx(-50.0), 0.0)  # −1/(1−γ)
+    assert learner.hidden == (256, 256, 256) and learner.lr == 1e-3
+    assert learner.tau == pytest.approx(0.05)  # 1 − polyak
+    assert learner.action_l2 == 1.0 and learner.normalize_inputs
+    assert not learner.target_update_every_step
+    assert (learner.normalizer_eps, learner.normalizer_clip,
+            learner.normalizer_clip_input) == (0.01, 5.0, 200.0)
+    assert learner.goal_gradient_coef == 0.0 and not learner.normalized_goal_gradient
+    assert (cfg.epochs, cfg.cycles, cfg.batches, cfg.batch_size) == (50, 50, 40, 256)
+    assert (cfg.random_eps, cfg.noise_eps, cfg.her_k) == (0.3, 0.2, 4)
+    assert BaselinesConfig(c=1e-4, normalized_goal_gradient=True).learner_config() \
+        .normalized_goal_gradient
+
+
+def test_exploration_is_noise_then_clip_then_epsilon_random_actions():
+    policy = np.full((20000, 3), 0.9)
+    noisy = explore(policy, np.random.default_rng(0), 0.2, 0.0)
+    assert noisy.max() == 1.0 and noisy.min() > -1.0
+    unclipped = noisy[noisy[:, 0] < 1.0, 0]
+    assert abs(np.std(explore(np.zeros((20000, 1)), np.random.default_rng(1), 0.2, 0.0))
+               - 0.2) < 0.005
+    assert unclipped.max() < 1.0
+    mixed = explore(policy, np.random.default_rng(2), 0.0, 0.3)
+    replaced = (mixed != 0.9).all(axis=1)
+    assert abs(replaced.mean() - 0.3) < 0.01
+    assert (mixed[~replaced] == 0.9).all()
+    random_rows = mixed[replaced]
+    assert random_rows.min() < -0.95 and random_rows.max() > 0.95  # uniform over [−1, 1]
+    assert abs(random_rows.mean()) < 0.02
