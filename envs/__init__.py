@@ -5,16 +5,19 @@ Importing this package registers every id; the learners never import it (docs/de
 
 from gymnasium.envs.registration import register, registry
 
+from .bitflip import BitFlipEnv, BitFlipVectorEnv, bitflip_reward
 from .continuous_seek import (
     ContinuousSeekEnv,
     ContinuousSeekVectorEnv,
     continuous_seek_reward,
 )
 
-__all__ = ["ContinuousSeekEnv", "ContinuousSeekVectorEnv", "continuous_seek_reward"]
+__all__ = ["BitFlipEnv", "BitFlipVectorEnv", "ContinuousSeekEnv", "ContinuousSeekVectorEnv",
+           "bitflip_reward", "continuous_seek_reward"]
 
 
-def _register(env_id: str, entry_point: str, vector_entry_point: str | None, steps: int) -> None:
+def _register(env_id: str, entry_point: str, vector_entry_point: str | None,
+              steps: int | None) -> None:
     if env_id in registry:
         return
     register(
@@ -48,4 +51,12 @@ _register(
     "reengage.envs.multi_goal:NoisySeekEnv",
     "reengage.envs.multi_goal:NoisySeekVectorEnv",
     40,
+)
+
+# BitFlip(d) lasts d steps, so its envs end episodes themselves (no fixed TimeLimit).
+_register(
+    "reengage/BitFlip-v0",
+    "reengage.envs.bitflip:BitFlipEnv",
+    "reengage.envs.bitflip:BitFlipVectorEnv",
+    None,
 )
