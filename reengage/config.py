@@ -150,7 +150,7 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("--c", f"must be >= 0 (got {cfg.c})")
     elif cfg.c is not None:
         raise ConfigError("--c", f"method {cfg.method} takes no --c")
-    episode = ENVS[cfg.env].episode_steps
+    episode = ENVS[cfg.env].steps_at(cfg.dim)
     if cfg.steps % episode != 0:
         raise ConfigError("--steps", f"must be a multiple of the episode length ({episode} for "
                           f"{cfg.env}), got {cfg.steps}")
@@ -225,6 +225,10 @@ def check_pairing(env: EnvSpec, method: Method) -> None:
         raise ConfigError("--env", f"{method.name} acts on the goal slots of a goal set and "
                           f"runs on {_envs_with_goal_sets(True)} (got {env.name}, which has "
                           "a single goal)")
+    if method.discrete_actions != env.discrete_actions:
+        kinds = {True: "discrete actions", False: "continuous actions"}
+        raise ConfigError("--env", f"{method.name} acts with {kinds[method.discrete_actions]} "
+                          f"and {env.name} takes {kinds[env.discrete_actions]}")
     if method.her and _goal_sets(env):
         raise ConfigError("--env", f"{method.name} relabels goals with HER, which needs a "
                           f"single goal, and runs on {_envs_with_goal_sets(False)} (got "
@@ -267,7 +271,7 @@ def replay_bytes_per_member(cfg: TrainConfig) -> int:
     whole episodes of T+1 observations and achieved goals, T actions, one desired goal."""
     spec, method = ENVS[cfg.env], METHODS[cfg.method]
     obs, achieved, goal, action = space_widths(cfg.env, cfg.dim)
-    steps = spec.episode_steps
+    steps = spec.steps_at(cfg.dim)
     capacity = cfg.buffer_size if method.trains else steps  # a fixed policy keeps one episode
     episodes = max(1, capacity // steps)
     stored_achieved = 0 if spec.achieved_in_obs else achieved  # then a view of the observation

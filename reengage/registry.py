@@ -20,7 +20,8 @@ class EnvSpec:
 
     name: str
     gym_id: str
-    episode_steps: int
+    episode_steps: int | None
+    """Steps per episode; None where an episode lasts `--dim` steps (BitFlip: d flips)."""
     dim_kwarg: str | None = "dim"
     """The env's constructor argument that `--dim` sets: the goal dimension, or for the
     goal-set tasks n_max, the number of goal slots (the dimension of the gate vector); None
@@ -28,6 +29,12 @@ class EnvSpec:
     vectorization_mode: str = "vector_entry_point"
     achieved_in_obs: bool = False
     """The achieved goal is the observation's leading entries: the replay stores it once."""
+    discrete_actions: bool = False
+    """Actions are indices of a `Discrete` space, not vectors of a box."""
+
+    def steps_at(self, dim: int) -> int:
+        """Steps per episode at `--dim` = `dim`."""
+        return dim if self.episode_steps is None else self.episode_steps
 
 
 ENVS: dict[str, EnvSpec] = {
@@ -35,6 +42,8 @@ ENVS: dict[str, EnvSpec] = {
                               achieved_in_obs=True),
     "DriveSeek": EnvSpec("DriveSeek", "reengage/DriveSeek-v0", 40, dim_kwarg="n_max"),
     "NoisySeek": EnvSpec("NoisySeek", "reengage/NoisySeek-v0", 40, dim_kwarg="n_max"),
+    "BitFlip": EnvSpec("BitFlip", "reengage/BitFlip-v0", None, achieved_in_obs=True,
+                       discrete_actions=True),
 }
 
 # The gymnasium-robotics tasks (envs/robotics.py; goals of fixed width: HandReach 15, the
@@ -76,12 +85,17 @@ class LearnerSpec:
     """Where a network that takes the goal beside the state puts it: before state column
     `goal_at` (`achieved_dim` under `inputs: sb3`, giving Stable-Baselines3's order), or
     after the whole state when None (agents/inputs.py)."""
+    action_count: int = 0
+    """With discrete actions, how many there are (0 for a box): the loop then hands the
+    learner each action as its index in one float column (`action_dim` 1)."""
 
 
 class Learner(Protocol):
     """What the training loop calls. Tensors carry the member axis first. A learner may
     also define `prepare(batch_size)`, which the loop calls once before training, after
-    moving the learner to its device (DDPG compiles its update there)."""
+    moving the learner to its device (DDPG compiles its update there), and
+    `sample_actions(obs, goal, rngs)`, training actions drawn with member m's exploration
+    stream `rngs[m]` that the loop adds no noise to (DQN's ε-greedy on discrete actions)."""
 
     def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor: ...
 
@@ -112,6 +126,8 @@ class Method:
     agent reads the goal slots)."""
     trains: bool = True
     """False for fixed policies (the greedy agent): no replay, no updates."""
+    discrete_actions: bool = False
+    """Acts with indices of a `Discrete` action space (DQN); runs only on such tasks."""
     runner: Callable[[Any, Path, bool], list[dict[str, Any]]] | None = None
     """A training loop of the method's own, for an independent implementation that does not
     fit the population interface (Stable-Baselines3): `runner(cfg, out, progress)` trains
@@ -154,6 +170,20 @@ def build_multi_goal(spec: LearnerSpec) -> Learner:
     n_max = spec.goal_dim // 3
     return MultiGoalDDPG(spec.members, spec.obs_dim, spec.action_dim, n_max, config,
                          spec.generators)
+
+
+def build_dqn(spec: LearnerSpec, **fixed: Any) -> Learner:
+    """DQN(+ReenGAGE when c > 0) on discrete actions; `spec.extra` may set any DQNConfig
+    field except those the method's name `fixed` (the soft target's use and τ)."""
+    from reengage.agents.dqn import DQN, DQNConfig
+
+    clash = sorted(set(fixed) & set(spec.extra))
+    if clash:
+        raise TypeError(f"{', '.join(clash)} is fixed by the method's name")
+    config = DQNConfig(gamma=spec.gamma, tau=spec.tau, lr=spec.lr,
+                       goal_gradient_coef=spec.c or 0.0, **fixed, **spec.extra)
+    return DQN(spec.members, spec.obs_dim, spec.goal_dim, spec.action_count, config,
+               spec.generators, goal_at=spec.goal_at)
 
 
 def build_greedy(spec: LearnerSpec) -> Learner:
@@ -206,3 +236,35 @@ register_method(Method(
     description="Stable-Baselines3's DDPG+HER on the same env, cell, seeds and evaluation "
     "schedule: an independent implementation as a control column",
 ))
+register_method(Method(
+    name="dqn_her", build=build_dqn, takes_c=False, her=True, discrete_actions=True,
+    label=lambda c: "DQN+HER",
+    description="DQN with HER future relabelling (k = 4), Andrychowicz et al. 2017 (BitFlip)",
+))
+# DQN+ReenGAGE: max_a is not differentiable, so the goal-gradient target comes from the soft
+# value Σ_a softmax(Q'/τ)_a Q'_a (docs/paper.md §1), used for the gradient term only, for
+# both terms, or for both terms and Boltzmann exploration. The workflow tells variants of a
+# method apart by c alone, so each use and τ is a method of its own. τ = 0 is the hard max,
+# the same for every use but the Boltzmann one (whose τ = 0 would never explore): one name.
+_SOFT_USES = {"": ("gradient", ""), "_both": ("both", ", soft both"),
+              "_boltzmann": ("both_boltzmann", ", soft both, Boltzmann")}
+
+
+def _register_dqn_reengage() -> None:
+    for suffix, (use, words) in _SOFT_USES.items():
+        for name, tau in (("0", 0.0), ("05", 0.5), ("1", 1.0)):
+            if use != "gradient" and tau == 0.0:
+                continue
+            register_method(Method(
+                name=f"dqn_reengage_her{suffix}_t{name}",
+                build=lambda spec, use=use, tau=tau: build_dqn(spec, soft_target=use,
+                                                                temperature=tau),
+                takes_c=True, her=True, discrete_actions=True,
+                label=lambda c, tau=tau, words=words: (
+                    f"DQN+ReenGAGE(α={_format_c(c)}/d, τ={tau:g}{words})+HER"),
+                description=f"DQN+HER plus the goal-gradient term with α = c/d, soft target "
+                            f"({use}) at τ = {tau:g}",
+            ))
+
+
+_register_dqn_reengage()

@@ -134,7 +134,7 @@ class Evaluator:
 
     def __init__(self, cfg: TrainConfig, streams: list[MemberStreams], device: torch.device):
         self.members, self.episodes = len(streams), cfg.eval_episodes
-        self.steps = ENVS[cfg.env].episode_steps
+        self.steps = ENVS[cfg.env].steps_at(cfg.dim)
         self.env = _make_vec(cfg, self.members * self.episodes)
         self.device, self.inputs = device, cfg.inputs
         self.seeds: list[int] | None = [s for m in streams for s in m.eval_seeds]
@@ -228,7 +228,7 @@ class PopulationRun:
         self.device = resolve_device(cfg.device)
         self.members = len(cfg.seeds)
         self.method = METHODS[cfg.method]
-        self.T = ENVS[cfg.env].episode_steps
+        self.T = ENVS[cfg.env].steps_at(cfg.dim)
         self.streams = [MemberStreams.from_seed(seed, cfg.eval_episodes) for seed in cfg.seeds]
         self.env = _make_vec(cfg, self.members)
         space = self.env.single_observation_space
@@ -236,7 +236,11 @@ class PopulationRun:
         achieved_dim = space["achieved_goal"].shape[-1]
         goal_shape = space["desired_goal"].shape
         goal_dim = int(np.prod(goal_shape))
-        self.action_dim = self.env.single_action_space.shape[-1]
+        action_space = self.env.single_action_space
+        # A discrete action travels as its index in one float column (LearnerSpec.action_count).
+        discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.action_count = int(action_space.n) if discrete else 0
+        self.action_dim = 1 if discrete else action_space.shape[-1]
         # The learner's state leads with the achieved goal under `inputs: sb3`, and its
         # networks put the desired goal right after it (agents/inputs.py).
         leading = achieved_dim if cfg.inputs == "sb3" else 0
@@ -245,6 +249,7 @@ class PopulationRun:
             action_dim=self.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
             generators=[s.init for s in self.streams], extra=dict(cfg.extra),
             achieved_dim=leading, goal_at=leading if leading else None,
+            action_count=self.action_count,
         )
         try:
             self.learner = self.method.build(self.spec)
@@ -341,8 +346,13 @@ class PopulationRun:
             # Random draws go member by member: each member's stream must not depend on
             # how many others share the population.
             if self.step <= cfg.learning_starts and self.method.trains:
-                action = np.stack([s.exploration.uniform(-1.0, 1.0, self.action_dim)
-                                   for s in streams])
+                action = np.stack([self._random_action(s.exploration) for s in streams])
+            elif self.method.trains and hasattr(self.learner, "sample_actions"):
+                # No noise for these: the learner draws its training actions (DQN's
+                # ε-greedy) from each member's exploration stream.
+                action = self.learner.sample_actions(
+                    *_split(obs, self.members, self.device, cfg.inputs),
+                    [s.exploration for s in streams]).reshape(self.members, -1).cpu().numpy()
             else:
                 action = self.learner.act(*_split(obs, self.members, self.device,
                                                   cfg.inputs))
@@ -359,6 +369,12 @@ class PopulationRun:
             if self.step % cfg.eval_every == 0 and self.step % self.T != 0:
                 self._log(bar)  # an evaluation that falls inside an episode
         bar.update(self.T)
+
+    def _random_action(self, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly random action: an index of a discrete space, else a point of [-1, 1]^n."""
+        if self.action_count:
+            return rng.integers(0, self.action_count, 1)
+        return rng.uniform(-1.0, 1.0, self.action_dim)
 
     def _update(self) -> None:
         batch = self.replay.sample(self.cfg.batch_size)
