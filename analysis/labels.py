@@ -112,6 +112,18 @@ METHOD_STYLES = {
     "reengage_her": MethodStyle("ReenGAGE+HER", REENGAGE_FAMILY.color, REENGAGE_FAMILY.marker),
     "multi_reengage": MethodStyle("Multi-ReenGAGE", REENGAGE_FAMILY.color,
                                   REENGAGE_FAMILY.marker),
+    # BitFlip's DQN: the baseline in the DDPG vermillion; ReenGAGE's soft-target uses told
+    # apart by hue (gradient term only: blues, the hard max τ = 0 in black; both terms:
+    # greens; with Boltzmann actions: purples), τ by shade, c by line style.
+    "dqn_her": MethodStyle("DQN+HER", DDPG_FAMILY.color, "o"),
+    "dqn_reengage_her_t0": MethodStyle("DQN+ReenGAGE τ=0", "#000000", "s"),
+    "dqn_reengage_her_t05": MethodStyle("DQN+ReenGAGE τ=0.5", REENGAGE_FAMILY.color, "s"),
+    "dqn_reengage_her_t1": MethodStyle("DQN+ReenGAGE τ=1", "#56b4e9", "s"),
+    "dqn_reengage_her_both_t05": MethodStyle("DQN+ReenGAGE both τ=0.5", "#117733", "^"),
+    "dqn_reengage_her_both_t1": MethodStyle("DQN+ReenGAGE both τ=1", "#44aa99", "^"),
+    "dqn_reengage_her_boltzmann_t05": MethodStyle("DQN+ReenGAGE Boltzmann τ=0.5", "#882e72",
+                                                  "D"),
+    "dqn_reengage_her_boltzmann_t1": MethodStyle("DQN+ReenGAGE Boltzmann τ=1", "#b87aa9", "D"),
     "sb3_ddpg_her": MethodStyle("SB3 DDPG+HER", "#cc79a7", "^"),
     "greedy": MethodStyle("Perfect greedy agent", "#009e73", "D"),
 }

@@ -26,6 +26,10 @@ Verdicts (also written into the report, section "How verdicts are decided"):
   d minus at the smallest d) lies above 0 (supported), below 0 (not supported), or
   contains 0 (inconclusive).
 * "no significant gain": supported if no variant's PoI CI lies above 0.5.
+* BitFlip's variants against each other (claim 5: τ > 0 against τ = 0, the soft target on the
+  gradient term only against both terms, same τ and c, at d = 40): supported if the
+  expected better variant's IQM AUC interval lies wholly above the other's, not supported if
+  wholly below, inconclusive if they overlap (and MIN_SEEDS).
 * "sharing the goal encoder helps both methods" (claim 3): from ablations whose change
   concerns `share_encoder` on DriveSeek or NoisySeek, P(a seed with the shared encoder
   scores a higher AUC than a seed with separate encoders), all d pooled, per variant of
@@ -104,6 +108,7 @@ PAPER_SETUP = {
                        "steps": {10: 50_000, 20: 400_000}},
     "DriveSeek": {"steps": {None: 160_000}},
     "NoisySeek": {"steps": {None: 160_000}},
+    "BitFlip": {"dims": [20, 40], "steps": {20: 200_000, 40: 1_600_000}},
 }
 
 
@@ -312,7 +317,9 @@ def _pair_rows(experiments: list[Experiment], comparison: Comparison) -> pd.Data
 def _pick(rows: pd.DataFrame, **where) -> pd.DataFrame:
     mask = np.ones(len(rows), dtype=bool)
     for key, value in where.items():
-        mask &= (rows[key].isna() if value is None else rows[key] == value).to_numpy()
+        # A nullable column (stats' `dim`, Int64) compares to NA on its missing rows.
+        mask &= (rows[key].isna() if value is None
+                 else rows[key].eq(value).fillna(False)).to_numpy(dtype=bool)
     return rows[mask]
 
 
@@ -559,17 +566,85 @@ HAND_BLOCK = Comparison(("HandManipulateBlock",), "ddpg_her", "reengage_her")
 DRIVE = Comparison(("DriveSeek",), "ddpg", "multi_reengage")
 NOISY = Comparison(("NoisySeek",), "ddpg", "multi_reengage")
 SAC = Comparison(("ContinuousSeek",), "sac_her", "sac_reengage_her")
-BITFLIP = Comparison(("BitFlip",), "dqn_her", "dqn_reengage_her")
-RUNTIME_PAIRS = [CS, HAND_REACH, HAND_BLOCK, DRIVE, NOISY, SAC, BITFLIP]
+# BitFlip (claim 5): DQN+ReenGAGE's soft target on the gradient term only, at τ > 0, is the
+# paper's working variant; τ = 0 (the hard max) and the soft target on both terms are
+# compared with it at the same τ and c (reengage.registry names one method per use and τ).
+BITFLIP_TAUS = ("05", "1")
+BITFLIP = [Comparison(("BitFlip",), "dqn_her", f"dqn_reengage_her_t{t}") for t in BITFLIP_TAUS]
+BITFLIP_HARD_MAX = [(f"dqn_reengage_her_t{t}", "dqn_reengage_her_t0") for t in BITFLIP_TAUS]
+BITFLIP_BOTH_TERMS = [(f"dqn_reengage_her_t{t}", f"dqn_reengage_her_both_t{t}")
+                      for t in BITFLIP_TAUS]
+BITFLIP_NOT_RUN = "no BitFlip experiment in this run"
+RUNTIME_PAIRS = [CS, HAND_REACH, HAND_BLOCK, DRIVE, NOISY, SAC, *BITFLIP]
+
+
+def _merged(statement: str, parts: list[Part], why_not_covered: str) -> Part:
+    """One part from several comparisons of the same statement: their evidence in turn."""
+    covered = [p for p in parts if p.verdict is not None]
+    if not covered:
+        return Part(statement, None, why_not_covered=why_not_covered)
+    evidence = [line for p in covered for line in [*p.evidence, ""]][:-1]
+    return Part(statement, combine([p.verdict for p in covered]), evidence)
+
+
+def _bitflip_ran(experiments: list[Experiment]) -> bool:
+    return any(e.stats is not None and e.stats["env"].map(BITFLIP[0].env_matches).any()
+               for e in experiments)
+
+
+def _bitflip_against_dqn(experiments: list[Experiment], statement: str, dim: int) -> Part:
+    why = (f"needs DQN+HER and the soft target on the gradient term only at d = {dim}"
+           if _bitflip_ran(experiments) else BITFLIP_NOT_RUN)
+    return _merged(statement, [_beats_part(experiments, pair, statement, dim=dim)
+                               for pair in BITFLIP], why)
+
+
+def _bitflip_beats(experiments: list[Experiment], _theory) -> Part:
+    return _bitflip_against_dqn(experiments, "d = 40: the soft target on the gradient term "
+                                "only (τ = 0.5, 1) beats DQN+HER", 40)
 
 
 def _bitflip_minor(experiments: list[Experiment], _theory) -> Part:
-    part = _beats_part(experiments, BITFLIP, "d = 20: a minor gain (reported, no verdict)",
-                       dim=20)
+    part = _bitflip_against_dqn(experiments, "d = 20: a minor gain (reported, no verdict)", 20)
     if part.verdict is not None:
         part.verdict = None
         part.statement += " — see the table"
     return part
+
+
+def _interval_part(experiments: list[Experiment], statement: str,
+                   pairs: list[tuple[str, str]], dim: int) -> Part:
+    """For each (expected better, expected worse) method pair on BitFlip at `dim`, at each c
+    both ran: supported if the better one's IQM AUC interval lies above the other's, not
+    supported if below, inconclusive if they overlap (stats.csv compares each variant with
+    the baseline only, so two variants are told apart by their intervals: conservative)."""
+    if not _bitflip_ran(experiments):
+        return Part(statement, None, why_not_covered=BITFLIP_NOT_RUN)
+    stats = pd.concat([e.stats for e in experiments if e.stats is not None], ignore_index=True)
+    rows = stats[stats["env"].map(BITFLIP[0].env_matches) & (stats["statistic"] == "iqm")
+                 & (stats["scope"] == "d") & stats["dim"].eq(dim).fillna(False).astype(bool)
+                 & (stats["score"] == "auc")]
+    body, verdicts = [], []
+    for _, here in rows.groupby(["experiment", "c"], sort=True):
+        for better, worse in pairs:
+            high, low = _pick(here, method=better), _pick(here, method=worse)
+            if high.empty or low.empty:
+                continue
+            high, low = high.iloc[0], low.iloc[0]
+            reading = interval_verdict(high["ci_low"] - low["ci_high"],
+                                       high["ci_high"] - low["ci_low"], 0.0)
+            verdicts.append(seed_verdict(reading, high["n_runs"], low["n_runs"]))
+            body.append([high["experiment"], high["label"], _ci(high), low["label"], _ci(low),
+                         f"{int(high['n_runs'])} / {int(low['n_runs'])}",
+                         f"{int(high['n_diverged'])} / {int(low['n_diverged'])}",
+                         _verdict_cell(verdicts[-1], reading, high["n_runs"], low["n_runs"])])
+    if not body:
+        return Part(statement, None, why_not_covered=f"needs both variants at d = {dim}")
+    return Part(statement, combine(verdicts), [
+        f"IQM of the normalised AUC at d = {dim} [95% CI], the expected better variant first "
+        "(supported when its interval lies wholly above the other's):", "",
+        *_table(["experiment", "method", "IQM AUC", "compared with", "IQM AUC",
+                 "seeds (method / other)", "diverged (method / other)", "verdict"], body)])
 
 
 # -- ablations -------------------------------------------------------------------------------
@@ -730,9 +805,13 @@ CLAIMS = [
     Claim(5, "BitFlip d=40: ReenGAGE with soft target on the gradient term only beats DQN+HER "
           "and beats τ = 0; soft target on both terms hurts. d=20: minor gain.",
           lambda ex, th: [
-              _beats_part(ex, BITFLIP, "d = 40: DQN+ReenGAGE+HER beats DQN+HER", dim=40),
+              _bitflip_beats(ex, th),
+              _interval_part(ex, "d = 40: τ = 0.5 and 1 beat τ = 0 (the hard max), gradient "
+                             "term only", BITFLIP_HARD_MAX, dim=40),
+              _interval_part(ex, "d = 40: the soft target on both terms hurts (below the "
+                             "gradient term only, same τ)", BITFLIP_BOTH_TERMS, dim=40),
               _bitflip_minor(ex, th),
-          ], ("τ = 0 and soft target on both terms (variants not told apart in the tables)",)),
+          ]),
     Claim(6, "Runtime: ReenGAGE costs a constant factor (measured +34 % … +60 %).",
           lambda ex, th: [_runtime_part(ex, RUNTIME_PAIRS, "wall time with / without "
                                         "ReenGAGE at equal settings")]),
@@ -952,6 +1031,11 @@ _RULES = [
     "- *Margin grows with d*: CI of (IQM AUC difference at the largest d − at the smallest "
     "d) above 0: supported; below 0: not supported; else inconclusive.",
     "- *No significant gain*: supported unless some variant's PoI CI lies above 0.5.",
+    "- *BitFlip variants against each other* (claim 5: τ > 0 against τ = 0; soft target on "
+    "the gradient term only against both terms, same τ and c; d = 40): supported if the "
+    "expected better variant's IQM AUC interval lies wholly above the other's, not supported "
+    "if wholly below, else inconclusive (stats.csv pairs each variant with the baseline "
+    "only, so this reading of two intervals is conservative).",
     f"- *Runtime*: median wall-time ratio over settings in {RUNTIME_BAND[0]:.2f}–"
     f"{RUNTIME_BAND[1]:.2f} (the paper's {PAPER_RATIO_RANGE[0]:.2f}–"
     f"{PAPER_RATIO_RANGE[1]:.2f} widened by 0.10): supported; from {RUNTIME_FAR[0]:.1f} up "

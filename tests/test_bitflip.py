@@ -1,12 +1,21 @@
 """BitFlip(d) against hand-worked steps (docs/paper.md §2), and its two faces agreeing."""
 
+import json
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import reengage.envs  # noqa: F401
+from reengage.analysis import report
+from reengage.analysis.aggregate import aggregate_runs
+from reengage.analysis.report import Experiment, build_report
+from reengage.analysis.select import select_cells
+from reengage.analysis.stats import compute_stats
 from reengage.envs.bitflip import BitFlipEnv, bitflip_reward
+from reengage.registry import ENVS, METHODS
 
 
 def _make_vec(n: int, dim: int) -> gym.vector.VectorEnv:
@@ -44,6 +53,7 @@ def test_episodes_last_d_steps(dim):
     env.reset(seed=3)
     ends = [env.step(t % dim)[3] for t in range(dim)]
     assert ends == [False] * (dim - 1) + [True]
+    assert ENVS["BitFlip"].steps_at(dim) == dim
 
 
 def test_reward_is_exact_match_vectorised_over_leading_axes():
@@ -112,3 +122,76 @@ def test_reset_seeds_each_copy():
     np.testing.assert_array_equal(a["observation"][1], b["observation"][0])
     with pytest.raises(ValueError):
         _make_vec(2, 6).reset(seed=[1, 2, 3])
+
+
+# -- claim 5 in the report -----------------------------------------------------------------------
+def _write_run(root: Path, method: str, c: float | None, dim: int, seed: int,
+               success: list[float]) -> None:
+    """One seed's progress.csv and run.json at the workflow's path."""
+    folder = method if c is None else f"{method}_c{c:g}"
+    directory = root / f"BitFlip-d{dim}" / folder / "b128_lr0.001" / f"seed{seed}"
+    directory.mkdir(parents=True)
+    lines = ["step,success_rate,mean_return,critic_loss,goal_grad_loss,actor_loss,q_mean,"
+             "wall_time_s,updates_per_s"]
+    lines += [f"{100 * i},{v!r},{-dim * (1 - v)!r},0.5,0.5,,0.5,{10 * i},50.0"
+              for i, v in enumerate(success)]
+    (directory / "progress.csv").write_text("\n".join(lines) + "\n")
+    (directory / "run.json").write_text(json.dumps({
+        "format_version": 1, "status": "finished", "seed": seed, "population": [seed],
+        "config": {"env": "BitFlip", "dim": dim, "method": method, "c": c, "batch_size": 128,
+                   "lr": 0.001, "steps": 100 * (len(success) - 1), "eval_every": 100,
+                   "eval_episodes": 10},
+        "label": METHODS[method].label(c), "wall_time_s": 10.0, "versions": {}}))
+
+
+def _bitflip_experiment(root: Path, levels: dict[str, float]) -> Experiment:
+    """Each method rising to its level (c = 1 for ReenGAGE), 5 seeds, d = 20 and 40."""
+    for method, level in levels.items():
+        c = None if method == "dqn_her" else 1.0
+        for dim in (20, 40):
+            for seed in range(report.MIN_SEEDS):
+                top = level + 0.01 * seed
+                _write_run(root, method, c, dim, seed, [0.0, top / 2, top])
+    curves = aggregate_runs(root, "bit_flip")
+    selection = select_cells(curves)
+    stats = compute_stats(curves, selection, baseline="dqn_her", reps=50, seed=0)
+    return Experiment("bit_flip", selection, stats, None, None, root / "bit_flip.png")
+
+
+def _claim_five(text: str) -> str:
+    return text.split("### Claim 5\n")[1].split("### Claim")[0]
+
+
+def test_claim_five_decides_its_parts(tmp_path):
+    levels = {"dqn_her": 0.2, "dqn_reengage_her_t0": 0.3, "dqn_reengage_her_t05": 0.8,
+              "dqn_reengage_her_t1": 0.7, "dqn_reengage_her_both_t05": 0.4,
+              "dqn_reengage_her_both_t1": 0.1}
+    text = _claim_five(build_report([_bitflip_experiment(tmp_path / "runs", levels)],
+                                    tmp_path / "report.md"))
+    assert "**Verdict: supported**" in text
+    for statement in ("the soft target on the gradient term only (τ = 0.5, 1) beats DQN+HER",
+                      "τ = 0.5 and 1 beat τ = 0 (the hard max)",
+                      "the soft target on both terms hurts"):
+        assert statement in text
+    assert text.count(": **supported**") == 3
+    assert "d = 20: a minor gain (reported, no verdict) — see the table: **no verdict**" in text
+    assert "DQN+ReenGAGE(α=1/d, τ=0.5, soft both)+HER" in text
+
+
+def test_claim_five_can_fail(tmp_path):
+    # The soft target on both terms above the gradient term only: that part is not supported,
+    # and so is the claim; τ = 0 level with τ > 0: inconclusive.
+    levels = {"dqn_her": 0.2, "dqn_reengage_her_t0": 0.8, "dqn_reengage_her_t05": 0.8,
+              "dqn_reengage_her_t1": 0.8, "dqn_reengage_her_both_t05": 0.95,
+              "dqn_reengage_her_both_t1": 0.95}
+    text = _claim_five(build_report([_bitflip_experiment(tmp_path / "runs", levels)],
+                                    tmp_path / "report.md"))
+    assert "**Verdict: not supported**" in text
+    assert "(below the gradient term only, same τ): **not supported**" in text
+    assert "gradient term only: **inconclusive**" in text
+
+
+def test_claim_five_not_run_without_a_bitflip_experiment(tmp_path):
+    text = _claim_five(build_report([], tmp_path / "report.md"))
+    assert f"**Verdict: {report.NOT_COVERED}**" in text
+    assert text.count("(no BitFlip experiment in this run)") == 4
