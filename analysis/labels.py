@@ -112,6 +112,10 @@ METHOD_STYLES = {
     "reengage_her": MethodStyle("ReenGAGE+HER", REENGAGE_FAMILY.color, REENGAGE_FAMILY.marker),
     "multi_reengage": MethodStyle("Multi-ReenGAGE", REENGAGE_FAMILY.color,
                                   REENGAGE_FAMILY.marker),
+    # SAC keeps the families' colours (baseline vermillion, ReenGAGE blue), told apart from
+    # DDPG by its markers.
+    "sac_her": MethodStyle("SAC+HER", DDPG_FAMILY.color, "v"),
+    "reengage_sac_her": MethodStyle("ReenGAGE+SAC+HER", REENGAGE_FAMILY.color, "P"),
     # BitFlip's DQN: the baseline in the DDPG vermillion; ReenGAGE's soft-target uses told
     # apart by hue (gradient term only: blues, the hard max τ = 0 in black; both terms:
     # greens; with Boltzmann actions: purples), τ by shade, c by line style.

@@ -110,6 +110,8 @@ PAPER_SETUP = {
     "NoisySeek": {"steps": {None: 160_000}},
     "BitFlip": {"dims": [20, 40], "steps": {20: 200_000, 40: 1_600_000}},
 }
+# The SAC appendix's grid on ContinuousSeek (docs/paper.md §4): 10 seeds, 7 batch × 5 lr.
+PAPER_SAC_GRID = {"seeds": 10, "batches": 7, "lrs": 5}
 
 
 # -- reading the tables ---------------------------------------------------------------------
@@ -565,7 +567,7 @@ HAND_REACH = Comparison(("HandReach",), "ddpg_her", "reengage_her")
 HAND_BLOCK = Comparison(("HandManipulateBlock",), "ddpg_her", "reengage_her")
 DRIVE = Comparison(("DriveSeek",), "ddpg", "multi_reengage")
 NOISY = Comparison(("NoisySeek",), "ddpg", "multi_reengage")
-SAC = Comparison(("ContinuousSeek",), "sac_her", "sac_reengage_her")
+SAC = Comparison(("ContinuousSeek",), "sac_her", "reengage_sac_her")
 # BitFlip (claim 5): DQN+ReenGAGE's soft target on the gradient term only, at τ > 0, is the
 # paper's working variant; τ = 0 (the hard max) and the soft target on both terms are
 # compared with it at the same τ and c (reengage.registry names one method per use and τ).
@@ -824,6 +826,8 @@ CLAIMS = [
 def _paper_comparison(env: str, chosen: pd.DataFrame, cells: pd.DataFrame) -> str:
     """'reduced: ...' or 'as in the paper' or 'paper setting not recorded'."""
     setup = PAPER_SETUP.get(env)
+    if setup is not None and set(chosen["method"]) <= {SAC.baseline, SAC.treatment}:
+        setup = {**setup, **PAPER_SAC_GRID}
     if setup is None:
         return "paper setting not recorded here"
     notes = []

@@ -94,6 +94,8 @@ class Learner(Protocol):
     """What the training loop calls. Tensors carry the member axis first. A learner may
     also define `prepare(batch_size)`, which the loop calls once before training, after
     moving the learner to its device (DDPG compiles its update there), and
+    `explore(obs, goal)`, which the loop then calls instead of `act` while training (SAC
+    samples its stochastic policy there; `act` stays the deterministic evaluation policy), or
     `sample_actions(obs, goal, rngs)`, training actions drawn with member m's exploration
     stream `rngs[m]` that the loop adds no noise to (DQN's ε-greedy on discrete actions)."""
 
@@ -157,6 +159,16 @@ def build_ddpg(spec: LearnerSpec) -> Learner:
                 spec.generators, goal_at=spec.goal_at)
 
 
+def build_sac(spec: LearnerSpec) -> Learner:
+    """SAC(+ReenGAGE when c > 0); `spec.extra` may override any SACConfig field."""
+    from reengage.agents.sac import SAC, SACConfig
+
+    config = SACConfig(gamma=spec.gamma, tau=spec.tau, lr=spec.lr,
+                       goal_gradient_coef=spec.c or 0.0, **spec.extra)
+    return SAC(spec.members, spec.obs_dim, spec.goal_dim, spec.action_dim, config,
+               spec.generators, goal_at=spec.goal_at)
+
+
 def build_multi_goal(spec: LearnerSpec) -> Learner:
     """DDPG or Multi-ReenGAGE (c > 0) with the DeepSets actor-critic; `spec.extra` may set
     `networks` (a dict of DeepSetsConfig fields) and `through_target_actor`."""
@@ -214,6 +226,18 @@ register_method(Method(
     name="reengage_her", build=build_ddpg, takes_c=True, her=True,
     label=lambda c: f"ReenGAGE(α={_format_c(c)}/d)+HER",
     description="DDPG+HER plus the goal-gradient term with α = c/d",
+))
+register_method(Method(
+    name="sac_her", build=build_sac, takes_c=False, her=True,
+    label=lambda c: "SAC+HER",
+    description="SAC (twin critics, entropy coefficient tuned as Stable-Baselines3's "
+    "defaults) with HER future relabelling (k = 4)",
+))
+register_method(Method(
+    name="reengage_sac_her", build=build_sac, takes_c=True, her=True,
+    label=lambda c: f"ReenGAGE(α={_format_c(c)}/d)+SAC+HER",
+    description="SAC+HER plus the goal-gradient term with α = c/d, its target differentiated "
+    "through the sampled next action and the entropy bonus",
 ))
 register_method(Method(
     name="ddpg", build=build_multi_goal, takes_c=False, her=False, item_rewards=True,

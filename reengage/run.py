@@ -354,8 +354,10 @@ class PopulationRun:
                     *_split(obs, self.members, self.device, cfg.inputs),
                     [s.exploration for s in streams]).reshape(self.members, -1).cpu().numpy()
             else:
-                action = self.learner.act(*_split(obs, self.members, self.device,
-                                                  cfg.inputs))
+                # A stochastic policy (SAC) explores by sampling (`explore`), and the noise
+                # below comes on top, as Stable-Baselines3 adds action noise to SAC's samples.
+                policy = getattr(self.learner, "explore", self.learner.act)
+                action = policy(*_split(obs, self.members, self.device, cfg.inputs))
                 action = action.reshape(self.members, -1).cpu().numpy()
                 if self.method.trains:
                     noise = np.stack([s.exploration.normal(0.0, cfg.action_noise,
