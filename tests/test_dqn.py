@@ -2,6 +2,7 @@
 terms against finite differences, exploration, populations, and learning on BitFlip."""
 
 import copy
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,27 @@ def test_dqn_her_learns_bitflip_d8(tmp_path):
     # flips reach it in 2.7 % of episodes).
     assert max(start) <= 0.1, start
     assert min(final) >= 0.6, final
+
+
+# -- the cost benchmark (benchmarks/bitflip_throughput.py) ---------------------------------------
+BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "bitflip_throughput.py"))
+
+
+def test_benchmark_alternates_and_takes_costs_repeat_by_repeat():
+    setting = BENCH["Setting"](dim=8, warmup=100)
+    assert setting.block == 104  # whole episodes of 8 steps
+    rounds = BENCH["plan"](["dqn_her", "dqn_reengage_her_t05"], [1, 2], 300, 2, setting)
+    assert [(t["contender"], t["population"]) for t in rounds[1]][-1] == ("dqn_her", 1)
+    assert {t["steps"] for r in rounds for t in r} == {312}  # 300 rounded to whole blocks
+    # ReenGAGE takes 1.5x DQN's time per step in repeat 0 and 2x in repeat 1.
+    seconds = {("dqn_her", 0): 2.0, ("dqn_her", 1): 1.0, ("dqn_reengage_her_t05", 0): 3.0,
+               ("dqn_reengage_her_t05", 1): 2.0}
+    results = [(t, {"seconds": seconds[t["contender"], t["repeat"]] * t["population"],
+                    "load_avg_1m": 0.5}) for r in rounds for t in r]
+    records = {(r["contender"], r["population"]): r
+               for r in BENCH["aggregate"](results, setting)}
+    cost = records["dqn_reengage_her_t05", 2]
+    assert cost["cost_ratio_runs"] == pytest.approx([1.5, 2.0])
+    assert cost["cost_ratio_median"] == pytest.approx(1.75)
+    assert records["dqn_her", 1]["seed_steps_per_s_runs"] == pytest.approx([156.0, 312.0])
+    assert "cost_ratio_median" not in records["dqn_her", 1]
