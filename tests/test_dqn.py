@@ -2,7 +2,9 @@
 terms against finite differences, exploration, populations, and learning on BitFlip."""
 
 import copy
+import os
 import runpy
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ from torch.nn import functional as F
 from reengage.agents.dqn import DQN, DQNConfig, soft_value
 from reengage.cli import main
 from reengage.config import ConfigError, TrainConfig, validate
+from reengage.evaluate import evaluate_run
 from reengage.registry import METHODS
+from reengage.run import RunInterrupted, train
 
 WALL_CLOCK = ["wall_time_s", "updates_per_s"]
 SOFT_METHODS = ["dqn_reengage_her_t0", "dqn_reengage_her_t05", "dqn_reengage_her_t1",
@@ -234,6 +238,43 @@ def test_dqn_her_learns_bitflip_d8(tmp_path):
     # flips reach it in 2.7 % of episodes).
     assert max(start) <= 0.1, start
     assert min(final) >= 0.6, final
+
+
+def _config(method: str = "dqn_reengage_her_t05") -> TrainConfig:
+    return TrainConfig(env="BitFlip", dim=6, method=method, seeds=[0, 2], steps=480,
+                       c=None if method == "dqn_her" else 1.0, batch_size=32,
+                       learning_starts=120, eval_every=120, eval_episodes=5, threads=1,
+                       checkpoint_every=60)
+
+
+def test_sigterm_then_resume_gives_identical_progress(tmp_path):
+    train(_config(), tmp_path / "straight", progress=False)
+
+    def interrupt(step: int, learner) -> None:
+        if step == 200:  # the loop finishes the episode, checkpoints and stops
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(RunInterrupted):
+        train(_config(), tmp_path / "resumed", progress=False, step_hook=interrupt)
+    assert not (tmp_path / "resumed" / "seed0" / "progress.csv").exists()
+    records = train(_config(), tmp_path / "resumed", progress=False)
+    assert records[0]["resume_count"] == 1 and records[0]["resumed"][0]["from_step"] == 204
+    for seed in (0, 2):
+        straight = _progress(tmp_path / "straight" / f"seed{seed}" / "progress.csv")
+        resumed = _progress(tmp_path / "resumed" / f"seed{seed}" / "progress.csv")
+        pd.testing.assert_frame_equal(resumed, straight, check_exact=True)
+
+
+def test_evaluate_reloads_the_policy_and_reproduces_the_last_evaluation(tmp_path):
+    train(_config("dqn_her"), tmp_path, progress=False)
+    scores = evaluate_run(tmp_path, evaluation="last")
+    assert [s.directory.name for s in scores] == ["seed0", "seed2"]
+    for score in scores:
+        last = pd.read_csv(score.directory / "progress.csv").iloc[-1]
+        assert (score.success_rate, score.mean_return) == (last["success_rate"],
+                                                           last["mean_return"])
+    # The trained greedy policies reach some goals; the untrained ones (step 0) reached none.
+    assert max(score.success_rate for score in scores) > 0
 
 
 # -- the cost benchmark (benchmarks/bitflip_throughput.py) ---------------------------------------
