@@ -9,7 +9,9 @@ import contextlib
 import copy
 import importlib
 import io
+import os
 import shlex
+import sys
 from collections.abc import Iterator
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -21,7 +23,7 @@ import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
 from .provenance import IMPORTED_PLUGINS
-from .registry import METHODS
+from .registry import ENVS, METHODS
 
 # Inside the package, so an installed wheel carries it (package-data in pyproject.toml).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -194,15 +196,70 @@ def _item_key(where: str, values: Any, cell: Cell, key: str) -> str:
     return where
 
 
+@dataclass(frozen=True)
+class Registered:
+    """The method and env names a plugin module registered when it was imported."""
+
+    methods: frozenset[str]
+    envs: frozenset[str]
+
+
+PLUGIN_REGISTRATIONS: dict[str, Registered] = {}
+"""Plugin module -> what it registered, as `import_plugins` saw it (first import only)."""
+
+
 def import_plugins(modules: list[str]) -> None:
-    """Import user modules that register methods (see the README's worked example)."""
+    """Import user modules that register methods (see the README's worked example), and
+    note what each one registered, so that only the jobs that need a module name it.
+
+    Modules are looked for on `sys.path` and, after it, in the working directory (as
+    `python -m` would) and in the checkout this package runs from: a module in the directory
+    the workflow runs from, or one shipped in the checkout (`plugins.td3`), is found by the
+    workflow and by its jobs alike, without a PYTHONPATH."""
+    for folder in (os.getcwd(), *_checkout_with_plugins()):
+        if modules and folder not in sys.path:
+            sys.path.append(folder)
     for module in modules:
+        methods, envs = dict(METHODS), dict(ENVS)
         try:
             importlib.import_module(module)
         except ImportError as error:
             raise ConfigError("plugins", f"cannot import {module!r}: {error}") from error
         if module not in IMPORTED_PLUGINS:
             IMPORTED_PLUGINS.append(module)
+        if module not in PLUGIN_REGISTRATIONS:
+            # What changed during the import; a module imported before (by another plugin,
+            # say) changes nothing now, so its methods are also found by where their
+            # builder or runner is defined (run.json's `method_module`).
+            PLUGIN_REGISTRATIONS[module] = Registered(
+                methods=frozenset(name for name, method in METHODS.items()
+                                  if methods.get(name) is not method
+                                  or _entry_module(name) == module),
+                envs=frozenset(name for name, env in ENVS.items() if envs.get(name) is not env))
+
+
+def _checkout_with_plugins() -> list[str]:
+    """The source checkout this package was imported from, where it ships a `plugins`
+    folder (an installed copy has none)."""
+    root = Path(__file__).resolve().parent.parent
+    return [str(root)] if (root / "plugins" / "__init__.py").is_file() else []
+
+
+def _entry_module(method: str) -> str | None:
+    registered = METHODS[method]
+    entry = registered.runner if registered.runner is not None else registered.build
+    return getattr(entry, "__module__", None)
+
+
+def plugins_for(config: dict[str, Any], cell: Cell) -> list[str]:
+    """The config's plugin modules that `cell`'s job needs: those that registered its method
+    or its env. A job's command names only these, so adding a plugin (a new method column)
+    leaves the other jobs' commands, which Snakemake compares with finished jobs' records,
+    as they were: nothing already trained is retrained."""
+    import_plugins(config["plugins"])
+    return [module for module in config["plugins"]
+            if cell.method in PLUGIN_REGISTRATIONS[module].methods
+            or cell.env in PLUGIN_REGISTRATIONS[module].envs]
 
 
 def apply_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -371,7 +428,7 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     for key in ("inputs", "her_future", "her_relabel"):
         if key in exp:
             options.append(f"--{key.replace('_', '-')} {exp[key]}")
-    options += [f"--plugin {module}" for module in config["plugins"]]
+    options += [f"--plugin {module}" for module in plugins_for(config, cell)]
     method = method_entry(exp, cell.method)
     settings = {**_dotted(exp["settings"]), **_dotted(method.get("settings", {}))}
     options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]

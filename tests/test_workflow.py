@@ -1,6 +1,8 @@
 """The Snakemake workflow: dry-run job counts, lint, profiles, config errors, and a new
 method added as a plugin reaching the tables, the statistics and the figure legend."""
 
+import copy
+import json
 import os
 import shutil
 import subprocess
@@ -309,6 +311,77 @@ def test_new_method_column_reaches_tables_stats_and_figure(tmp_path):
     longer = {"tiny": {**config["experiments"]["tiny"], "steps": 300}}
     assert planned_training_jobs(experiments=longer) == 2
     shutil.rmtree(results / "runs")
+
+
+def _tiny_continuous_seek(methods: list[dict], plugins: list[str]) -> dict:
+    return {
+        "results": "results", "seeds_per_job": 2, "bootstrap_reps": 50, "plugins": plugins,
+        "theory": {"enabled": False},
+        "experiments": {"tiny": {
+            "env": "ContinuousSeek", "dims": [2], "steps": 200, "seeds": 2,
+            "learning_starts": 50, "eval_every": 100, "eval_episodes": 5,
+            "batch_sizes": [32], "lrs": [0.001], "note": "test grid", "methods": methods,
+        }},
+    }
+
+
+def test_adding_a_plugin_method_trains_only_its_jobs(tmp_path):
+    """A finished workflow, then TD3+HER (plugins/td3.py, in the checkout) added by the
+    README's recipe: one `plugins` entry and one method line. The dry run plans training
+    for the new column alone, and the real run leaves the finished jobs untouched and puts
+    TD3+HER in the curves, the statistics, the figure and the report."""
+    ddpg = {"name": "ddpg_her", "settings": {"hidden": [32, 32], "compile": False}}
+    before = _tiny_continuous_seek([ddpg], [])
+    after = _tiny_continuous_seek([ddpg, {"name": "td3_her", "settings": {"hidden": [32, 32]}}],
+                                  ["plugins.td3"])
+    for name, config in (("before", before), ("after", after)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    finished = progress_files(apply_defaults(copy.deepcopy(before)), "tiny")
+    # No PYTHONPATH: the workflow and its jobs (which run in tmp_path) find plugins.td3 in
+    # the checkout.
+    result = _snakemake("--cores", "2", "--configfile", str(tmp_path / "before.yaml"),
+                        "--directory", str(tmp_path), *finished, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stamps = {path: (tmp_path / path).stat().st_mtime_ns for path in finished}
+
+    def planned_training(config: str) -> list[str]:
+        """The outputs of every training job a dry run plans, one string per job."""
+        result = _snakemake("-n", "--cores", "2", "--configfile", str(tmp_path / config),
+                            "--directory", str(tmp_path))
+        assert result.returncode == 0, result.stderr[-3000:]
+        jobs, rule = [], None
+        for line in (result.stdout + result.stderr).splitlines():
+            if line.startswith(("rule ", "localrule ")):
+                rule = line.split()[1].rstrip(":")
+            elif rule and rule.startswith("train_") and line.strip().startswith("output:"):
+                jobs.append(line)
+        counts = _job_counts(result.stdout + result.stderr)
+        assert len(jobs) == sum(n for name, n in counts.items() if name.startswith("train_"))
+        return jobs
+
+    assert planned_training("before.yaml") == []  # finished
+    (job,) = planned_training("after.yaml")  # the new column's population, nothing else
+    assert "/td3_her/b32_lr0.001/seed0/progress.csv" in job and "/ddpg_her/" not in job
+
+    result = _snakemake("--cores", "2", "--configfile", str(tmp_path / "after.yaml"),
+                        "--directory", str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stamps == {path: (tmp_path / path).stat().st_mtime_ns for path in finished}
+    results = tmp_path / "results"
+    curves = pd.read_parquet(results / "tables" / "tiny" / "curves.parquet")
+    assert set(curves["label"]) == {"DDPG+HER", "TD3+HER"}
+    assert curves.loc[curves["method"] == "td3_her", "critic_loss"].notna().any()
+    stats = pd.read_csv(results / "tables" / "tiny" / "stats.csv")
+    assert "TD3+HER" in set(stats["label"])
+    assert "TD3+HER" in (results / "report.md").read_text()
+    from reengage.analysis.figures import draw_experiment
+
+    figure = draw_experiment(curves, pd.read_csv(results / "tables" / "tiny" / "selection.csv"))
+    assert "TD3+HER" in [text.get_text() for text in figure.legends[0].get_texts()]
+    record = json.loads((results / "runs" / "tiny" / "ContinuousSeek-d2" / "td3_her"
+                         / "b32_lr0.001" / "seed0" / "run.json").read_text())
+    assert record["provenance"]["plugins"] == ["plugins.td3"]
+    assert record["provenance"]["method_module"] == "plugins.td3"
 
 
 def test_killed_workflow_resumes_with_rerun_incomplete(tmp_path):
