@@ -72,10 +72,12 @@ def test_paper_config_plans_the_full_grid():
     assert result.returncode == 0, result.stderr
     counts = _job_counts(result.stdout + result.stderr)
     train_jobs = sum(v for k, v in counts.items() if k.startswith("train_"))
-    # ContinuousSeek: 3 d x 5 method variants (DDPG+HER, 3 ReenGAGE c, the SB3 control) x
-    # (3 batch x 4 lr) x (20 seeds / 10 per job); DriveSeek: DDPG + 3 Multi-ReenGAGE c;
-    # NoisySeek: the same plus the greedy agent.
-    assert train_jobs == 3 * 5 * 12 * 2 + 4 + 5
+    # ContinuousSeek: 3 d x 6 method variants (DDPG+HER, 3 ReenGAGE c, the SB3 control,
+    # TD3+HER) x (3 batch x 4 lr) x (20 seeds / 10 per job); its SAC grid: 3 d x 4 variants
+    # (SAC+HER, 3 ReenGAGE c) x (7 batch x 5 lr) x one job of 10 seeds; DriveSeek: DDPG + 3
+    # Multi-ReenGAGE c; NoisySeek: the same plus the greedy agent; BitFlip: 2 d x 15 variants
+    # (DQN+HER, 7 soft-target uses and τ x 2 c) x one job of 10 seeds.
+    assert train_jobs == 3 * 6 * 12 * 2 + 3 * 4 * 35 + 4 + 5 + 2 * 15
     assert "train_seeds_0_1_2_3_4" not in counts  # the default grid is not merged in
 
 
@@ -147,13 +149,18 @@ def test_bad_config_stops_the_workflow_before_any_job(tmp_path):
 def test_grid_expansion_and_train_arguments():
     config = apply_defaults(yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
     grid = list(cells(config, "continuous_seek"))
-    assert len(grid) == 3 * 5 * 12  # 5 methods: DDPG+HER, 3 ReenGAGE c, the SB3 control
+    # 6 methods: DDPG+HER, 3 ReenGAGE c, the SB3 control and TD3+HER (a plugin's)
+    assert len(grid) == 3 * 6 * 12
     assert seed_chunks(list(range(20)), 10) == [tuple(range(10)), tuple(range(10, 20))]
     assert seed_chunks([0, 1, 2], 2) == [(0, 1), (2,)]
     cell = next(c for c in grid if c.c == 0.2 and c.dim == 20 and c.lr == 0.00025)
     assert cell.method_dir == "reengage_her_c0.2"
     args = train_arguments(config, cell, (0, 1))
     assert "--c 0.2" in args and "--lr 0.00025" in args and "--steps 400000" in args
+    # Only the jobs of a plugin's method name the plugin (it registered nothing else).
+    assert "--plugin" not in args
+    td3 = next(c for c in grid if c.method == "td3_her")
+    assert "--plugin plugins.td3" in train_arguments(config, td3, (0, 1))
     assert format_number(0.001) == "0.001" and format_number(256) == "256"
     assert format_number(1e-12) == "0.000000000001" and format_number(10.0) == "10"
     # Unset, the input layout and HER variant are the CLI's defaults and are not passed.
@@ -461,11 +468,13 @@ def test_check_config_prints_jobs_and_seed_steps(capsys):
     from reengage.cli import main
 
     assert main(["check-config", str(REPO / "config" / "paper.yaml")]) == 0
-    # ContinuousSeek: 5 method variants x 12 cells x 20 seeds x (25k + 50k + 400k) steps;
-    # DriveSeek 4 and NoisySeek 5 variants x 10 seeds x 160k steps.
-    seed_steps = 5 * 12 * 20 * (25_000 + 50_000 + 400_000) + (4 + 5) * 10 * 160_000
+    # ContinuousSeek: 6 method variants x 12 cells x 20 seeds x (25k + 50k + 400k) steps, and
+    # SAC's 4 variants x 35 cells x 10 seeds over the same steps; DriveSeek 4 and NoisySeek 5
+    # variants x 10 seeds x 160k steps; BitFlip 15 variants x 10 seeds x (200k + 1.6M) steps.
+    seed_steps = ((6 * 12 * 20 + 4 * 35 * 10) * (25_000 + 50_000 + 400_000)
+                  + (4 + 5) * 10 * 160_000 + 15 * 10 * (200_000 + 1_600_000))
     assert capsys.readouterr().out.strip().endswith(
-        f"valid; 369 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
+        f"valid; 891 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
 
 
 def _ablation_config() -> dict:
