@@ -1,14 +1,16 @@
 """DQN+ReenGAGE's cost over DQN+HER on BitFlip(d), measured the way benchmarks/throughput.py
 measures DDPG's: the real training loop (`reengage.run.train`) in a fresh subprocess per
 measurement, contenders alternating within each repeat with the order rotating from one
-repeat to the next, an untimed warm-up of uniformly random actions, then timed env steps
-with one gradient step each, read from progress.csv's `wall_time_s`. Ratios are taken
+repeat to the next, an untimed warm-up of uniformly random actions, then timed env steps,
+read from progress.csv's `wall_time_s`, with the updates of the bit_flip experiment: 40 at
+the end of every cycle of 16 episodes (`--cycle-episodes 0` makes it one per env step, which
+isolates the cost of an update). Ratios are taken
 repeat by repeat against DQN+HER at the same population (the two ran side by side), and
 medians over repeats are reported beside the paper's end-to-end +34 … +60 % for DDPG
 (docs/paper.md §6).
 
     python benchmarks/bitflip_throughput.py --json results/benchmarks/bitflip_throughput.json
-    python benchmarks/bitflip_throughput.py --quick     # seconds, a smoke check
+    python benchmarks/bitflip_throughput.py --quick     # a smoke check, about 2 minutes
 
 The settings are config/paper.yaml's `bit_flip` (d = 40, batch 128, one hidden layer of 256,
 c = 1, the networks seeing (bits, goal)). See README.md here.
@@ -50,15 +52,20 @@ class Setting:
     gamma: float = 0.98
     tau: float = 0.00128
     warmup: int = 1000
-    """Untimed random-action steps, rounded up to whole episodes of d steps."""
+    """Untimed random-action steps, rounded up to whole cycles (or episodes of d steps)."""
     threads: int = 2
     inputs: str = "obs_goal"
+    cycle_episodes: int = 16
+    """Updates come in cycles of this many episodes (0: one update per env step)."""
+    cycle_updates: int = 40
 
     @property
     def block(self) -> int:
-        """The warm-up in whole episodes: also the evaluation period, so that the timed window
-        starts and ends on an evaluation row (one episode per member, a few act calls)."""
-        return self.dim * math.ceil(self.warmup / self.dim)
+        """The warm-up in whole cycles (whole episodes without cycles): also the evaluation
+        period, so that the timed window starts and ends on an evaluation row (one episode per
+        member, a few act calls) and holds whole cycles."""
+        unit = self.dim * max(1, self.cycle_episodes)
+        return unit * math.ceil(self.warmup / unit)
 
 
 def timed_steps(steps: int, setting: Setting) -> int:
@@ -82,7 +89,8 @@ def measure(task: dict[str, Any]) -> dict[str, Any]:
         seeds=[1000 * task["repeat"] + m for m in range(population)],
         steps=s.block + steps, c=None if method == BASELINE else s.c,
         batch_size=s.batch_size, lr=s.lr, eval_every=s.block, eval_episodes=1,
-        learning_starts=s.block, gamma=s.gamma, tau=s.tau, threads=s.threads, device="cpu",
+        learning_starts=s.block, cycle_episodes=s.cycle_episodes,
+        cycle_updates=s.cycle_updates, gamma=s.gamma, tau=s.tau, threads=s.threads, device="cpu",
         checkpoint_every=0, extra={"hidden": s.hidden}, inputs=s.inputs,
     )
     validate(cfg)
@@ -200,8 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=Setting.dim)
     p.add_argument("--threads", type=int, default=Setting.threads)
     p.add_argument("--warmup", type=int, default=Setting.warmup)
+    p.add_argument("--cycle-episodes", type=int, default=Setting.cycle_episodes,
+                   help="episodes per cycle of updates (default 16; 0: one update per step)")
+    p.add_argument("--cycle-updates", type=int, default=Setting.cycle_updates,
+                   help="updates per cycle (default 40)")
     p.add_argument("--quick", action="store_true",
-                   help="d = 8, populations 1,2, 200 warm-up and 200 timed steps, 2 repeats")
+                   help="d = 8, populations 1,2, 200 warm-up and 200 timed steps (each rounded to "
+                   "whole cycles), 2 repeats")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -218,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bitflip_throughput: --steps, --repeats, --dim, --threads and --warmup must be "
               ">= 1", file=sys.stderr)
         return 2
-    setting = Setting(dim=args.dim, warmup=args.warmup, threads=args.threads)
+    if args.cycle_episodes < 0 or args.cycle_updates < 1:
+        print("bitflip_throughput: --cycle-episodes must be >= 0 and --cycle-updates >= 1",
+              file=sys.stderr)
+        return 2
+    setting = Setting(dim=args.dim, warmup=args.warmup, threads=args.threads,
+                      cycle_episodes=args.cycle_episodes, cycle_updates=args.cycle_updates)
     results = []
     for tasks in plan(args.contenders, args.populations, args.steps, args.repeats, setting):
         for task in tasks:

@@ -62,6 +62,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="deterministic evaluation episodes per seed (default 50)")
     p.add_argument("--learning-starts", type=int, default=1000,
                    help="initial uniformly random steps without training (default 1000)")
+    p.add_argument("--cycle-episodes", type=int, default=0,
+                   help="train in cycles, as Andrychowicz et al.'s HER did: after every N "
+                   "episodes, --cycle-updates updates at once (default 0: one update per env "
+                   "step, as the paper's toy tasks train)")
+    p.add_argument("--cycle-updates", type=int, default=40,
+                   help="updates at the end of each cycle (default 40)")
     p.add_argument("--buffer-size", type=int, default=1_000_000,
                    help="replay capacity in transitions per seed (default 1e6)")
     p.add_argument("--her-k", type=int, default=4,

@@ -49,6 +49,8 @@ class TrainConfig:
     eval_every: int = 2000
     eval_episodes: int = 50
     learning_starts: int = 1000
+    cycle_episodes: int = 0
+    cycle_updates: int = 40
     buffer_size: int = 1_000_000
     her_k: int = 4
     her_future: str = "next_to_final"
@@ -121,7 +123,8 @@ def from_arguments(args: Any) -> TrainConfig:
         env=args.env, dim=args.dim, method=args.method, seeds=parse_seeds(args.seeds),
         steps=args.steps, c=args.c, batch_size=args.batch_size, lr=args.lr,
         eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-        learning_starts=args.learning_starts, buffer_size=args.buffer_size,
+        learning_starts=args.learning_starts, cycle_episodes=args.cycle_episodes,
+        cycle_updates=args.cycle_updates, buffer_size=args.buffer_size,
         her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
         inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
         threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
@@ -171,6 +174,15 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.learning_starts < 0:
         raise ConfigError("--learning-starts", f"must be >= 0 (got {cfg.learning_starts})")
+    if cfg.cycle_episodes < 0:
+        raise ConfigError("--cycle-episodes", f"must be >= 0 (0: one update per env step; "
+                          f"got {cfg.cycle_episodes})")
+    if cfg.cycle_updates < 1:
+        raise ConfigError("--cycle-updates", f"must be a positive integer (got "
+                          f"{cfg.cycle_updates})")
+    if cfg.cycle_episodes and METHODS[cfg.method].runner is not None:
+        raise ConfigError("--cycle-episodes", f"{cfg.method} trains in a loop of its own, "
+                          "which has no cycles")
     if not cfg.lr > 0:
         raise ConfigError("--lr", f"must be > 0 (got {cfg.lr})")
     if cfg.her_k < 0:

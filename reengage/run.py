@@ -366,11 +366,24 @@ class PopulationRun:
             action = action.astype(np.float32)
             obs, _, _, _, _ = self.env.step(action)
             self.replay.add_step(action, obs["observation"], obs["achieved_goal"])
-            if self.method.trains and self.step > cfg.learning_starts and self.replay.size:
+            if (self.method.trains and self.step > cfg.learning_starts and self.replay.size
+                    and not cfg.cycle_episodes):
                 self._update()
             if self.step % cfg.eval_every == 0 and self.step % self.T != 0:
                 self._log(bar)  # an evaluation that falls inside an episode
+        if self._cycle_ends():
+            for _ in range(cfg.cycle_updates):
+                self._update()
         bar.update(self.T)
+
+    def _cycle_ends(self) -> bool:
+        """Training in cycles (`cycle_episodes`): the episode just stored completes a cycle
+        after the warm-up, so its block of updates is due. The count of episodes is the step
+        count over T, so a resumed run finds the same cycles."""
+        cfg = self.cfg
+        return (bool(cfg.cycle_episodes) and self.method.trains
+                and self.step > cfg.learning_starts
+                and (self.step // self.T) % cfg.cycle_episodes == 0)
 
     def _random_action(self, rng: np.random.Generator) -> np.ndarray:
         """A uniformly random action: an index of a discrete space, else a point of [-1, 1]^n."""

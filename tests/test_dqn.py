@@ -5,6 +5,7 @@ import copy
 import os
 import runpy
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -209,14 +210,19 @@ def _progress(path: Path) -> pd.DataFrame:
     return pd.read_csv(path).drop(columns=WALL_CLOCK)
 
 
-@pytest.mark.parametrize("method", ["dqn_reengage_her_t05", "dqn_reengage_her_boltzmann_t1"])
-def test_population_member_equals_the_seed_alone(tmp_path, method):
-    _train_cli(tmp_path / "population", "0-2", method)
-    _train_cli(tmp_path / "alone", "1", method)
+CYCLES = ("--cycle-episodes", "4", "--cycle-updates", "10")
+
+
+@pytest.mark.parametrize(("method", "extra"), [("dqn_reengage_her_t05", ()),
+                                               ("dqn_reengage_her_boltzmann_t1", ()),
+                                               ("dqn_reengage_her_t1", CYCLES)])
+def test_population_member_equals_the_seed_alone(tmp_path, method, extra):
+    _train_cli(tmp_path / "population", "0-2", method, *extra)
+    _train_cli(tmp_path / "alone", "1", method, *extra)
     together = _progress(tmp_path / "population" / "seed1" / "progress.csv")
     alone = _progress(tmp_path / "alone" / "seed1" / "progress.csv")
     assert list(together["step"]) == [0, 240, 480]
-    # Both runs trained (360 updates logged over two rows) with the gradient term on.
+    # Both runs trained (updates logged in two rows) with the gradient term on.
     assert together["critic_loss"].notna().sum() == 2
     assert (together["goal_grad_loss"].iloc[1:] > 0).all()
     pd.testing.assert_frame_equal(together, alone, check_exact=True)
@@ -247,18 +253,23 @@ def _config(method: str = "dqn_reengage_her_t05") -> TrainConfig:
                        checkpoint_every=60)
 
 
-def test_sigterm_then_resume_gives_identical_progress(tmp_path):
-    train(_config(), tmp_path / "straight", progress=False)
+@pytest.mark.parametrize("cycles", [0, 4])
+def test_sigterm_then_resume_gives_identical_progress(tmp_path, cycles):
+    config = replace(_config(), cycle_episodes=cycles, cycle_updates=10)
+    train(config, tmp_path / "straight", progress=False)
 
     def interrupt(step: int, learner) -> None:
-        if step == 200:  # the loop finishes the episode, checkpoints and stops
+        if step >= 200:  # the loop finishes the episode, checkpoints and stops
             os.kill(os.getpid(), signal.SIGTERM)
 
     with pytest.raises(RunInterrupted):
-        train(_config(), tmp_path / "resumed", progress=False, step_hook=interrupt)
+        train(config, tmp_path / "resumed", progress=False, step_hook=interrupt)
     assert not (tmp_path / "resumed" / "seed0" / "progress.csv").exists()
-    records = train(_config(), tmp_path / "resumed", progress=False)
-    assert records[0]["resume_count"] == 1 and records[0]["resumed"][0]["from_step"] == 204
+    records = train(config, tmp_path / "resumed", progress=False)
+    # Per step, step 200 falls in the episode that ends at 204; in cycles, updates come only
+    # at cycle ends (every 24 steps), the one at 216 first.
+    stopped = 204 if cycles == 0 else 216
+    assert records[0]["resume_count"] == 1 and records[0]["resumed"][0]["from_step"] == stopped
     for seed in (0, 2):
         straight = _progress(tmp_path / "straight" / f"seed{seed}" / "progress.csv")
         resumed = _progress(tmp_path / "resumed" / f"seed{seed}" / "progress.csv")
@@ -277,12 +288,37 @@ def test_evaluate_reloads_the_policy_and_reproduces_the_last_evaluation(tmp_path
     assert max(score.success_rate for score in scores) > 0
 
 
+def test_cycles_make_their_updates_at_the_end_of_each_cycle(tmp_path):
+    """Andrychowicz et al.'s regime: after every 4 episodes (of 6 steps) 10 updates at once,
+    once the 120 warm-up steps are over; without cycles, one update per step after them."""
+    seen: dict[int, list[int]] = {0: [], 4: []}
+    for cycles in seen:
+        config = replace(_config("dqn_her"), cycle_episodes=cycles, cycle_updates=10,
+                         checkpoint_every=0)
+        train(config, tmp_path / f"cycles{cycles}", progress=False,
+              step_hook=lambda step, learner, cycles=cycles: seen[cycles].append(step))
+    assert seen[4] == [step for step in range(144, 481, 24) for _ in range(10)]
+    assert seen[0] == list(range(121, 481))
+
+
+@pytest.mark.parametrize(("changes", "option"), [({"cycle_episodes": -1}, "--cycle-episodes"),
+                                                 ({"cycle_episodes": 4, "cycle_updates": 0},
+                                                  "--cycle-updates")])
+def test_bad_cycles_are_refused(changes, option):
+    with pytest.raises(ConfigError, match=option):
+        validate(replace(_config(), **changes))
+    with pytest.raises(ConfigError, match="loop of its own"):
+        validate(TrainConfig(env="ContinuousSeek", dim=2, method="sb3_ddpg_her", seeds=[0],
+                             steps=100, cycle_episodes=4))
+
+
 # -- the cost benchmark (benchmarks/bitflip_throughput.py) ---------------------------------------
 BENCH = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "bitflip_throughput.py"))
 
 
 def test_benchmark_alternates_and_takes_costs_repeat_by_repeat():
-    setting = BENCH["Setting"](dim=8, warmup=100)
+    assert BENCH["Setting"](dim=8, warmup=100).block == 128  # a whole cycle of 16 episodes
+    setting = BENCH["Setting"](dim=8, warmup=100, cycle_episodes=0)
     assert setting.block == 104  # whole episodes of 8 steps
     rounds = BENCH["plan"](["dqn_her", "dqn_reengage_her_t05"], [1, 2], 300, 2, setting)
     assert [(t["contender"], t["population"]) for t in rounds[1]][-1] == ("dqn_her", 1)
