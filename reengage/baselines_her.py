@@ -83,6 +83,9 @@ class BaselinesConfig:
     vectorization_mode: str = "sync"
     """How each member's envs step: `sync`, or `async` (a process per env)."""
     device: str = "cpu"
+    threads: int | None = 1
+    """torch's intra-op threads; 1 by default: the networks are small, and on a busy machine
+    a second thread mostly waits for a core (None: torch's default)."""
     compile: bool = True
     """Compile the learner's closed-form update (agents/compiled.py)."""
 
@@ -145,6 +148,8 @@ class BaselinesRun:
 
     def __init__(self, cfg: BaselinesConfig):
         require_robotics()
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         self.cfg = cfg
         spec = ROBOTICS_ENVS[cfg.env]
         self.M, self.E, self.T = len(cfg.seeds), cfg.envs_per_member, cfg.episode_steps()
@@ -321,13 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--normalized", action="store_true",
                         help="Normalized ReenGAGE (σ² weights)")
     parser.add_argument("--vectorization-mode", default="sync", choices=("sync", "async"))
+    parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     cfg = BaselinesConfig(env=args.env, seeds=[int(s) for s in args.seeds.split(",")],
                           epochs=args.epochs, cycles=args.cycles, batches=args.batches,
                           envs_per_member=args.envs_per_member, c=args.c,
                           normalized_goal_gradient=args.normalized,
-                          vectorization_mode=args.vectorization_mode)
+                          vectorization_mode=args.vectorization_mode, threads=args.threads)
     run = BaselinesRun(cfg)
     try:
         run.run(args.out)
