@@ -178,3 +178,24 @@ def test_ddpg_her_solves_fetch_reach_within_two_epochs_on_one_worker(tmp_path):
     assert [row["step"] for row in rows] == [0, 2500, 5000]
     assert rows[0]["success_rate"] < 0.5
     assert max(row["success_rate"] for row in rows[1:]) >= 0.9
+
+
+def test_async_envs_collect_the_episodes_sync_envs_do():
+    """`vectorization_mode: async` (a process per env) is a speed choice only: one cycle's
+    stored episodes and the normaliser's statistics equal the sync run's."""
+    runs = {mode: BaselinesRun(_tiny(seeds=[3], vectorization_mode=mode))
+            for mode in ("sync", "async")}
+    assert type(runs["sync"].env).__name__ == "SyncVectorEnv"
+    assert type(runs["async"].env).__name__ == "AsyncVectorEnv"
+    for run in runs.values():
+        run.rollout()
+    sync, async_ = (runs[m] for m in ("sync", "async"))
+    n = sync.replay.size
+    assert n == async_.replay.size == 2
+    for name in ("obs", "achieved", "actions", "desired"):
+        np.testing.assert_array_equal(getattr(sync.replay, name)[:, :n],
+                                      getattr(async_.replay, name)[:, :n])
+    torch.testing.assert_close(sync.learner.state_normalizer.mean,
+                               async_.learner.state_normalizer.mean, rtol=0, atol=0)
+    for run in runs.values():
+        run.close()
