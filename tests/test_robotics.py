@@ -199,3 +199,35 @@ def test_async_envs_collect_the_episodes_sync_envs_do():
                                async_.learner.state_normalizer.mean, rtol=0, atol=0)
     for run in runs.values():
         run.close()
+
+
+def test_the_normaliser_is_fed_the_her_sample_of_the_cycles_episodes(monkeypatch):
+    """What Baselines' store_episode does: as many samples as the new episodes hold steps,
+    relabelled with probability k/(k+1) = 0.8, their observations (at the sampled step) and
+    their goals going to the two normalisers."""
+    import reengage.baselines_her as loop
+    from reengage.agents.normalizer import her_statistics_sample
+
+    run = BaselinesRun(_tiny(seeds=[0, 1]))
+    seen = {}
+
+    def spy(achieved, desired, rngs, samples, relabel_probability):
+        out = her_statistics_sample(achieved, desired, rngs, samples, relabel_probability)
+        seen.update(achieved=achieved, samples=samples, p=relabel_probability, out=out)
+        return out
+
+    fed = {}
+    monkeypatch.setattr(loop, "her_statistics_sample", spy)
+    monkeypatch.setattr(run.learner, "update_normalizer",
+                        lambda state, goal: fed.update(state=state, goal=goal))
+    run.rollout()
+    run.close()
+    assert seen["samples"] == 2 * 50 and seen["p"] == pytest.approx(0.8)
+    assert seen["achieved"].shape == (2, 2, 51, 3)
+    episode, step, goal = seen["out"]
+    torch.testing.assert_close(fed["goal"], torch.as_tensor(goal, dtype=torch.float32))
+    stored = run.replay.obs[:, :2]  # [members, episodes, T + 1, obs_dim], stored in order
+    members = np.arange(2)[:, None]
+    torch.testing.assert_close(fed["state"], torch.as_tensor(stored[members, episode, step]))
+    relabelled = ~np.isclose(goal, run.replay.desired[members, episode]).all(-1)
+    assert 0.6 < relabelled.mean() < 0.95  # HER goals, not only the desired ones
