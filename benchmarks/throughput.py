@@ -9,9 +9,13 @@ times `steps` env steps with one gradient step each, as the paper trains.
 
     python benchmarks/throughput.py --json results/benchmarks/throughput.json
     python benchmarks/throughput.py --quick          # about two minutes, a smoke check
+    python benchmarks/throughput.py --contenders sac_her,reengage_sac_her  # SAC's ReenGAGE cost
 
 Ours runs the real training loop (`reengage.run.train`) and reads its timing from the
-`wall_time_s` column of progress.csv, so it measures what users run. See README.md here.
+`wall_time_s` column of progress.csv, so it measures what users run. Each ReenGAGE contender's
+cost is also taken against its own baseline (ReenGAGE+HER / DDPG+HER, ReenGAGE+SAC+HER /
+SAC+HER: time per seed-step at the same population, repeat by repeat), beside the paper's
+end-to-end +34 … +60 % (docs/paper.md §6). See README.md here.
 """
 
 from __future__ import annotations
@@ -30,15 +34,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reengage.analysis.runtime import PAPER_RATIO_RANGE
 from reengage.config import ConfigError, parse_settings
 
-CONTENDERS = ("gemm_ceiling", "sb3_ddpg_her", "ddpg_her", "reengage_her")
-OURS = ("ddpg_her", "reengage_her")
+CONTENDERS = ("gemm_ceiling", "sb3_ddpg_her", "ddpg_her", "reengage_her", "sac_her",
+              "reengage_sac_her")
+# What runs without --contenders: SAC is opt-in (its update is not counted in FLOPs, and
+# the lead table of the README is DDPG's).
+DEFAULT_CONTENDERS = ("gemm_ceiling", "sb3_ddpg_her", "ddpg_her", "reengage_her")
+OURS = ("ddpg_her", "reengage_her", "sac_her", "reengage_sac_her")
+# Contenders whose update `update_flops` counts.
+FLOP_COUNTED = ("sb3_ddpg_her", "ddpg_her", "reengage_her")
+# A ReenGAGE contender -> the method it adds its term to: its cost is taken against that.
+REENGAGE_BASELINES = {"reengage_her": "ddpg_her", "reengage_sac_her": "sac_her"}
 LABELS = {
     "gemm_ceiling": "GEMM ceiling",
     "sb3_ddpg_her": "SB3 DDPG+HER",
     "ddpg_her": "DDPG+HER",
     "reengage_her": "ReenGAGE+HER",
+    "sac_her": "SAC+HER",
+    "reengage_sac_her": "ReenGAGE+SAC+HER",
 }
 CHILD_TIMEOUT_S = 3600
 
@@ -131,6 +146,8 @@ def update_flops(
     """
     if contender == "gemm_ceiling":
         return 0
+    if contender not in FLOP_COUNTED:
+        raise ValueError(f"no FLOP count for {contender!r}; counted: {', '.join(FLOP_COUNTED)}")
     # Under `inputs` sb3 our networks see what SB3's see; the observation then follows the
     # goal, and the target's input gradient over "the goal's columns on" covers it too.
     after_goal = 0
@@ -250,7 +267,7 @@ def _measure_ours(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         env="ContinuousSeek", dim=s.dim, method=task["contender"],
         seeds=[1000 * task["repeat"] + 100 * task.get("process", 0) + m
                for m in range(population)], steps=s.warmup + steps,
-        c=s.c if task["contender"] == "reengage_her" else None, batch_size=s.batch_size,
+        c=s.c if task["contender"] in REENGAGE_BASELINES else None, batch_size=s.batch_size,
         lr=s.lr, eval_every=eval_every, eval_episodes=1, learning_starts=s.warmup,
         buffer_size=s.buffer_size, her_k=s.her_k, gamma=s.gamma, tau=s.tau,
         action_noise=s.action_noise, threads=s.threads, device="cpu",
@@ -453,10 +470,11 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
         processes = runs[repeats[0]][1].get("processes", 1)
         per_seed = [steps / runs[r][1]["seconds"] for r in repeats]
         seed_steps = [processes * population * v for v in per_seed]
-        flops = update_flops(contender, d, d, d, setting.hidden, setting.batch_size,
-                             hand_gradients=setting.learner_settings.get("hand_gradients", True),
-                             inputs=setting.inputs)
-        gflops = [v * flops / 1e9 for v in seed_steps]
+        flops = (update_flops(contender, d, d, d, setting.hidden, setting.batch_size,
+                              hand_gradients=setting.learner_settings.get("hand_gradients", True),
+                              inputs=setting.inputs)
+                 if contender in FLOP_COUNTED else None)
+        gflops = [v * flops / 1e9 for v in seed_steps] if flops else None
         record.update({
             "timed_steps": steps,
             "steps_per_s_per_seed_median": statistics.median(per_seed),
@@ -467,11 +485,11 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
             "seed_steps_per_s_max": max(seed_steps),
             "seed_steps_per_s_runs": seed_steps,
             "flops_per_seed_step": flops,
-            "gflops_median": statistics.median(gflops),
+            "gflops_median": statistics.median(gflops) if gflops else None,
             "ceiling_fraction_median": (statistics.median(gflops) / ceiling_gflops
-                                        if ceiling_gflops else None),
+                                        if ceiling_gflops and gflops else None),
             "ceiling_seed_steps_per_s": (ceiling_gflops * 1e9 / flops
-                                         if ceiling_gflops else None),
+                                         if ceiling_gflops and flops else None),
         })
         if sb3 is not None and contender != "sb3_ddpg_her" and set(sb3) >= set(repeats):
             ratios = [population * steps / runs[r][1]["seconds"]
@@ -479,6 +497,16 @@ def aggregate(results: list[tuple[dict[str, Any], dict[str, Any]]],
             record.update({"ratio_to_sb3_median": statistics.median(ratios),
                            "ratio_to_sb3_min": min(ratios), "ratio_to_sb3_max": max(ratios),
                            "ratio_to_sb3_runs": ratios})
+        baseline = groups.get((REENGAGE_BASELINES.get(contender, ""), population))
+        if baseline is not None and set(baseline) >= set(repeats):
+            # Time per seed-step with ReenGAGE over without, repeat by repeat (the two ran
+            # next to each other within a repeat).
+            costs = [(runs[r][1]["seconds"] / steps)
+                     / (baseline[r][1]["seconds"] / baseline[r][0]["steps"]) for r in repeats]
+            record.update({"baseline_contender": REENGAGE_BASELINES[contender],
+                           "cost_ratio_median": statistics.median(costs),
+                           "cost_ratio_min": min(costs), "cost_ratio_max": max(costs),
+                           "cost_ratio_runs": costs})
         records.append(record)
     order = {c: i for i, c in enumerate(CONTENDERS)}
     records.sort(key=lambda x: (order[x["contender"]], x["population"] or 0))
@@ -524,6 +552,18 @@ def format_table(records: list[dict[str, Any]]) -> str:
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def format_costs(records: list[dict[str, Any]]) -> str:
+    """ReenGAGE's cost against its own baseline per population, beside the paper's."""
+    low, high = PAPER_RATIO_RANGE
+    lines = [f"{r['label']} / {LABELS[r['baseline_contender']]} at population "
+             f"{r['population']}: {_fmt_range(r, 'cost_ratio', 2)} x time per seed-step"
+             for r in records if "cost_ratio_median" in r]
+    if lines:
+        lines.append(f"(paper: ReenGAGE costs a constant factor, {low:.2f}-{high:.2f} x "
+                     "end-to-end wall time, docs/paper.md §6)")
     return "\n".join(lines)
 
 
@@ -595,8 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="population sizes of ours (default 1,4,10,20)")
     p.add_argument("--repeats", type=int, default=None,
                    help="repeats of every contender (default 3)")
-    p.add_argument("--contenders", type=_contender_list, default=list(CONTENDERS),
-                   help=f"subset of {','.join(CONTENDERS)} (default all)")
+    p.add_argument("--contenders", type=_contender_list, default=list(DEFAULT_CONTENDERS),
+                   help=f"subset of {','.join(CONTENDERS)} (default "
+                   f"{','.join(DEFAULT_CONTENDERS)}; the SAC pair gives SAC's ReenGAGE cost)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads for every contender (default 2)")
     p.add_argument("--dim", type=int, default=20, help="ContinuousSeek goal dimension (20)")
@@ -702,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started,
     })
     print(format_table(records))
+    costs = format_costs(records)
+    if costs:
+        print(costs)
     if memory is not None:
         print(format_memory(records[-2]))
     print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "

@@ -228,3 +228,43 @@ def test_update_bound_rejects_an_unknown_contender():
     bound = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "update_bound.py"))
     with pytest.raises(SystemExit):
         bound["main"](["--contenders", "ddpg_her,td3"])
+
+
+def test_reengage_costs_are_taken_against_their_own_baseline_repeat_by_repeat():
+    setting = BENCH["Setting"](dim=2, hidden=(8,))
+
+    def run(contender, repeat, seconds, population=2):
+        task = {"contender": contender, "population": population, "repeat": repeat,
+                "steps": 100}
+        return task, {"seconds": seconds, "peak_rss_mb": 1.0, "load_avg_1m": 0.0}
+
+    results = [run("sac_her", 0, 1.0), run("sac_her", 1, 2.0),
+               run("reengage_sac_her", 0, 1.5), run("reengage_sac_her", 1, 2.2),
+               run("reengage_her", 0, 3.0)]  # no DDPG+HER beside it: no cost
+    records = {r["contender"]: r for r in BENCH["aggregate"](results, setting)}
+    sac = records["reengage_sac_her"]
+    assert sac["baseline_contender"] == "sac_her"
+    assert sac["cost_ratio_runs"] == pytest.approx([1.5, 1.1])
+    assert "cost_ratio_median" not in records["reengage_her"]
+    assert "cost_ratio_median" not in records["sac_her"]
+    assert sac["gflops_median"] is None  # SAC's update is not FLOP-counted
+    text = BENCH["format_costs"](list(records.values()))
+    assert "ReenGAGE+SAC+HER / SAC+HER at population 2: 1.30 [1.10, 1.50]" in text
+    assert "1.34-1.60" in text
+    with pytest.raises(ValueError, match="no FLOP count"):
+        update_flops("sac_her", 2, 2, 2, (8,), 16)
+
+
+def test_sac_pair_runs_and_reports_its_cost(tmp_path, capsys):
+    out = tmp_path / "sac.json"
+    assert BENCH["main"]([
+        "--contenders", "sac_her,reengage_sac_her", "--dim", "2", "--hidden", "8,8",
+        "--batch-size", "16", "--steps", "20", "--warmup", "30", "--populations", "2",
+        "--repeats", "1", "--threads", "1", "--replay-steps", "0", "--json", str(out),
+    ]) == 0
+    records = {r["contender"]: r for r in json.loads(out.read_text())}
+    assert {"sac_her", "reengage_sac_her"} <= records.keys()
+    assert "gemm_ceiling" not in records and "sb3_ddpg_her" not in records
+    cost = records["reengage_sac_her"]["cost_ratio_median"]
+    assert cost > 0 and records["reengage_sac_her"]["seed_steps_per_s_median"] > 0
+    assert "ReenGAGE+SAC+HER / SAC+HER at population 2" in capsys.readouterr().out
