@@ -322,3 +322,32 @@ def test_learns_continuous_seek_d2(tmp_path):
     assert max(c.iloc[0] for c in curves) < 0.1
     final = [c.iloc[-1] for c in curves]
     assert min(final) >= 0.8, final
+
+
+def test_claim_four_is_decided_from_an_experiment_of_the_two_sac_methods(tmp_path, monkeypatch):
+    """The report's claim 4 reads SAC+ReenGAGE+HER against SAC+HER from stats whose baseline
+    is sac_her (config/paper.yaml's continuous_seek_sac), by the names registered here."""
+    import test_analysis as written  # the analysis tests' run writer
+
+    from reengage.analysis import report
+    from reengage.analysis.select import select_cells
+    from reengage.analysis.stats import compute_stats
+
+    for name in ("sac_her", "reengage_sac_her"):
+        monkeypatch.setitem(written.LABELS, name, METHODS[name].label)
+    for dim in (2, 4):
+        for seed in range(report.MIN_SEEDS):
+            written.write_run(tmp_path, "sac_her", seed, [0.0, 0.1, 0.1 + 0.01 * seed], dim=dim)
+            written.write_run(tmp_path, "reengage_sac_her", seed, [0.0, 0.8, 0.8 + 0.01 * seed],
+                              dim=dim, c=0.2)
+    curves = written.curves_of(tmp_path)
+    selection = select_cells(curves)
+    stats = compute_stats(curves, selection, baseline="sac_her", reps=50, seed=0)
+    experiment = report.Experiment("sac", selection, stats, None, None, tmp_path / "sac.png")
+    text = report.build_report([experiment], tmp_path / "report.md")
+    claim = text.split("### Claim 4\n")[1].split("### Claim")[0]
+    assert "**Verdict: supported**" in claim
+    assert "SAC+ReenGAGE+HER beats SAC+HER: **supported**" in claim
+    assert "ReenGAGE(α=0.2/d)+SAC+HER" in claim
+    claim_one = text.split("### Claim 1\n")[1].split("### Claim")[0]
+    assert f"**Verdict: {report.NOT_COVERED}**" in claim_one  # SAC is not DDPG's comparison
