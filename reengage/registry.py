@@ -62,7 +62,6 @@ ROBOTICS_ENVS: dict[str, EnvSpec] = {
 }
 
 
-
 @dataclass(frozen=True)
 class LearnerSpec:
     """Everything a method's builder may need; builders ignore what they do not use."""

@@ -455,12 +455,14 @@ def test_longest_training_jobs_get_the_highest_priority():
     config = apply_defaults(yaml.safe_load((REPO / "config" / "default.yaml").read_text()))
     priority = {(cell.env, cell.dim, cell.method_dir): job_priority(config, cell, tuple(
         range(config["experiments"][cell.experiment]["seeds"]))) for cell in cells(config)}
-    # In the order their wall times had in a default run on 2 cores: goal sets 220-300 s,
-    # SB3 at d = 5 245 s (5 seeds one by one), ours at d = 5 140 s, ours at d = 2 90 s.
+    # In the order their wall times had in a default run on 2 cores (0d2e712, goal sets at
+    # 10k steps): goal sets 240-320 s and SB3 at d = 5 300 s (5 seeds one by one) first, in
+    # either order (at 8k steps they are about equal), then ours at d = 5 180-210 s (seeds
+    # at once), then d = 2 at 3k steps 80-160 s.
     goal_set = priority[("DriveSeek", 50, "ddpg")]
     sb3 = priority[("ContinuousSeek", 5, "sb3_ddpg_her")]  # trains its seeds one by one
     ours = priority[("ContinuousSeek", 5, "reengage_her_c0.2")]  # trains them at once
-    assert goal_set > sb3 > ours > priority[("ContinuousSeek", 2, "ddpg_her")]
+    assert min(goal_set, sb3) > ours > priority[("ContinuousSeek", 2, "ddpg_her")]
     assert priority[("NoisySeek", 50, "greedy")] == 0  # evaluates only
 
 
