@@ -26,8 +26,14 @@ class CheckpointError(RuntimeError):
 
 def fingerprint(config: dict[str, Any]) -> str:
     """Hash of the settings that determine results (threads, device and the checkpoint
-    interval change only speed)."""
-    ignored = ("threads", "device", "checkpoint_every")
+    interval change only speed). A setting added after checkpoints were first written stays
+    out of the hash while it holds the value that trains as the code did before it, so a
+    run checkpointed before an upgrade still resumes after it."""
+    ignored = {"threads", "device", "checkpoint_every"}
+    if not config.get("cycle_episodes"):
+        # No cycles: one update per env step, as before the cycle settings existed;
+        # cycle_updates then has no effect either.
+        ignored |= {"cycle_episodes", "cycle_updates"}
     relevant = {k: v for k, v in config.items() if k not in ignored}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

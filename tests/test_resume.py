@@ -188,3 +188,21 @@ def test_nan_in_one_member_leaves_the_others_unaffected(tmp_path):
     after = poisoned[poisoned["step"] >= 200]
     assert len(after) == 3 and after["success_rate"].isna().all()  # missing, not zero
     assert poisoned[poisoned["step"] <= 100]["success_rate"].notna().all()
+
+
+def test_settings_added_later_keep_older_checkpoints_resumable():
+    """A checkpoint written before the cycle settings existed hashed a config without them:
+    while they hold the value that trains as that code did, the fingerprint is unchanged."""
+    from reengage.checkpoint import fingerprint
+
+    now = TrainConfig(env="ContinuousSeek", dim=2, method="ddpg_her", seeds=[0], steps=100)
+    before = {k: v for k, v in now.to_dict().items()
+              if k not in ("cycle_episodes", "cycle_updates")}
+    assert now.cycle_episodes == 0 and "cycle_episodes" in now.to_dict()
+    assert fingerprint(now.to_dict()) == fingerprint(before)
+    # Without cycles the number of updates per cycle changes nothing, so it is not hashed...
+    assert fingerprint({**now.to_dict(), "cycle_updates": 7}) == fingerprint(before)
+    # ...and with cycles both settings are part of the run's identity.
+    cycles = {**now.to_dict(), "cycle_episodes": 16}
+    assert fingerprint(cycles) != fingerprint(before)
+    assert fingerprint({**cycles, "cycle_updates": 7}) != fingerprint(cycles)
