@@ -132,6 +132,13 @@ def from_arguments(args: Any) -> TrainConfig:
     )
 
 
+# DDPG settings that only the Baselines HER loop serves, with the value that is inert in
+# `reengage train`: there a normaliser would never be fed (identity statistics, inputs
+# silently clipped at ±5) and targets never stepped.
+_BASELINES_LOOP_ONLY = {"normalize_inputs": False, "normalized_goal_gradient": False,
+                        "target_update_every_step": True}
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first offending option."""
     if cfg.env not in ENVS:
@@ -183,6 +190,12 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.cycle_episodes and METHODS[cfg.method].runner is not None:
         raise ConfigError("--cycle-episodes", f"{cfg.method} trains in a loop of its own, "
                           "which has no cycles")
+    for key, inert in _BASELINES_LOOP_ONLY.items():
+        if key in cfg.extra and cfg.extra[key] != inert:
+            raise ConfigError("--set", f"{key}={cfg.extra[key]} needs the Baselines HER loop "
+                              "(python -m reengage.baselines_her), which feeds the normaliser "
+                              "and steps the targets once per cycle; reengage train does "
+                              "neither")
     if not cfg.lr > 0:
         raise ConfigError("--lr", f"must be > 0 (got {cfg.lr})")
     if cfg.her_k < 0:

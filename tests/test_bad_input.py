@@ -77,6 +77,11 @@ def _train(out, *changes):
     (("--env", "NoisySeek", "--method", "reengage_her", "--steps", "400"), "--env"),
     (("--env", "DriveSeek", "--method", "sb3_ddpg_her", "--c", None, "--steps", "400"),
      "--env"),
+    # Settings only the Baselines HER loop serves (it feeds the normaliser and steps the
+    # targets per cycle): under `reengage train` they would silently train something else.
+    (("--set", "normalize_inputs=true"), "--set"),
+    (("--set", "normalized_goal_gradient=true"), "--set"),
+    (("--set", "target_update_every_step=false"), "--set"),
     # Malformed devices; cuda:99 is refused with or without CUDA.
     (("--device", "cuda:abc"), "--device"),
     (("--device", "cuda:99"), "--device"),
