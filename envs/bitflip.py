@@ -117,19 +117,5 @@ class BitFlipVectorEnv(CoreVectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._init_autoreset()
 
-    def step(self, actions):
-        resetting = self._needs_reset.copy()
-        # A copy that is about to reset still takes its action on the old bits, which are
-        # then replaced: its new episode does not depend on that action.
-        reward, truncated = self.core.step(actions)
-        if resetting.any():
-            self.core.reset_copies(resetting)
-            reward[resetting] = 0.0
-            truncated[resetting] = False
-        self._needs_reset = truncated.copy()
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        info = {"is_success": self.core.reached.copy()}
-        return self.core.observation(), reward, terminated, truncated, info
-
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         return bitflip_reward(achieved_goal, desired_goal)

@@ -110,18 +110,5 @@ class ContinuousSeekVectorEnv(CoreVectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._init_autoreset()
 
-    def step(self, actions):
-        resetting = self._needs_reset.copy()
-        reward, truncated = self.core.step(actions)
-        if resetting.any():
-            # Copies that ended last step start a new episode instead of moving.
-            self.core.reset_copies(resetting)
-            reward[resetting] = 0.0
-            truncated[resetting] = False
-        self._needs_reset = truncated.copy()
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        info = {"is_success": self.core.reached.copy()}
-        return self.core.observation(), reward, terminated, truncated, info
-
     def compute_reward(self, achieved_goal, desired_goal, info=None) -> np.ndarray:
         return continuous_seek_reward(achieved_goal, desired_goal)

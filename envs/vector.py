@@ -40,7 +40,9 @@ class BatchedCore:
 
 class CoreVectorEnv(VectorEnv):
     """Base of the native vector faces. The core provides `seed(list)`, `reset_copies(mask)`,
-    `observation()`, `reached`, `get_state()` and `set_state(state)`."""
+    `observation()`, `reached`, `get_state()` and `set_state(state)`; `step` below also
+    needs `step(actions) -> (reward, truncated)` (a face whose core differs, as the goal-set
+    tasks' does, overrides it)."""
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
     core: Any
@@ -61,6 +63,22 @@ class CoreVectorEnv(VectorEnv):
         self.core.reset_copies(np.ones(self.num_envs, dtype=bool))
         self._needs_reset[:] = False
         return self.core.observation(), {"is_success": self.core.reached.copy()}
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray,
+                                                  np.ndarray, np.ndarray, dict[str, Any]]:
+        resetting = self._needs_reset.copy()
+        # A copy whose episode ended last step starts a new one instead: it still takes its
+        # action on the old state, which is then replaced, so the new episode does not
+        # depend on that action, and the step earns nothing.
+        reward, truncated = self.core.step(actions)
+        if resetting.any():
+            self.core.reset_copies(resetting)
+            reward[resetting] = 0.0
+            truncated[resetting] = False
+        self._needs_reset = truncated.copy()
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        info = {"is_success": self.core.reached.copy()}
+        return self.core.observation(), reward, terminated, truncated, info
 
     def get_state(self) -> dict[str, Any]:
         """Everything that determines the copies' future, for checkpoints."""
