@@ -57,8 +57,10 @@ StepHook = Callable[[int, Learner], None]
 class RunInterrupted(RuntimeError):
     """SIGTERM/SIGINT arrived: a checkpoint was written and the run can be resumed."""
 
-    def __init__(self, step: int, signal_number: int):
-        super().__init__(f"interrupted at step {step}; re-run the same command to resume")
+    def __init__(self, step: int, signal_number: int, resume: str = "resume"):
+        """`resume` says what a re-run does (a runner without mid-seed checkpoints says
+        which work it will repeat)."""
+        super().__init__(f"interrupted at step {step}; re-run the same command to {resume}")
         self.step, self.signal_number = step, signal_number
 
 

@@ -451,7 +451,10 @@ def train_population(cfg: TrainConfig, out: Path, progress: bool = True,
                         "sb3", record, {"hidden": list(hidden)}, result["weights"]))
                 live.ended([record], {seed: result["rows"]})
                 if interrupted:
-                    raise RunInterrupted(result["step"], stop.signal_number)
+                    # This runner keeps finished seeds only: say that this one restarts.
+                    raise RunInterrupted(
+                        result["step"], stop.signal_number,
+                        f"resume: finished seeds are kept, seed {seed} restarts from step 0")
                 _copy_seed_files(directory, member_dir(saved, seed))
                 records.append(record)
     finally:

@@ -252,6 +252,8 @@ def test_a_signal_stops_the_seed_in_flight_and_a_rerun_finishes_it(tmp_path, mon
     with pytest.raises(RunInterrupted) as interruption:
         train_population(CFG, out, progress=False)
     assert interruption.value.signal_number == signal.SIGTERM
+    # The message tells what a re-run repeats: this runner has no mid-seed checkpoint.
+    assert "seed 1 restarts from step 0" in str(interruption.value)
     assert signal.getsignal(signal.SIGTERM) == handler  # the handler is restored
     finished = (out / "seed0" / "run.json").read_text()
     assert json.loads(finished)["status"] == "finished"
