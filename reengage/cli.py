@@ -23,10 +23,16 @@ from .config import (
     validate,
 )
 from .paths import checkpoint_path
-from .registry import ENVS, METHODS
+from .registry import ENVS, METHODS, ROBOTICS_ENVS
 from .workflow import import_plugins
 
 USAGE_ERROR = 2
+ROBOTICS_SETTINGS = ("workers", "envs_per_worker", "cycles", "batches", "test_rollouts",
+                     "polyak", "hidden", "action_l2", "random_eps", "noise_eps", "clip_return",
+                     "norm_eps", "norm_clip", "clip_obs", "vectorization_mode", "buffer_size",
+                     "her_k", "gamma", "compile")
+"""reengage.baselines_her.SETTINGS, repeated so that --help needs no torch import (a test
+holds them equal)."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,8 +52,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--c 0.2 --batch-size 256 --lr 0.001 --seeds 0-9 --steps 20000 --eval-every 2000 "
         "--eval-episodes 50 --out runs/cs20",
     )
-    p.add_argument("--env", required=True, help=f"environment: {', '.join(ENVS)}")
-    p.add_argument("--dim", type=int, required=True, help="goal dimension d (>= 1)")
+    p.add_argument("--env", required=True,
+                   help=f"environment: {', '.join(ENVS)}, or a robotics task "
+                   f"({', '.join(ROBOTICS_ENVS)}), trained in the Baselines HER regime "
+                   "(reengage/baselines_her.py) by ddpg_her, reengage_her (c = the release's "
+                   "grad_loss_weight) or reengage_her_normalized")
+    p.add_argument("--dim", type=int, required=True,
+                   help="goal dimension d (>= 1); on a robotics task its fixed goal width "
+                   "(HandReach 15, HandManipulateBlockRotateXYZ 7, FetchReach 3)")
     p.add_argument("--method", required=True, help=f"method: {', '.join(METHODS)}")
     p.add_argument("--c", type=float, default=None,
                    help="ReenGAGE coefficient c, α = c/d (required by reengage_her, refused "
@@ -55,9 +67,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="minibatch size (default 256)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--seeds", default="0", help="seeds: a range 0-9, a list 0,3,5 or a mix")
-    p.add_argument("--steps", type=int, required=True, help="env steps per seed")
+    p.add_argument("--steps", type=int, required=True,
+                   help="env steps per seed (robotics: a multiple of one epoch, cycles x "
+                   "workers x envs_per_worker x T steps)")
     p.add_argument("--eval-every", type=int, default=2000,
-                   help="env steps between evaluations (default 2000)")
+                   help="env steps between evaluations (default 2000; robotics: a multiple "
+                   "of one epoch that divides --steps)")
     p.add_argument("--eval-episodes", type=int, default=50,
                    help="deterministic evaluation episodes per seed (default 50)")
     p.add_argument("--learning-starts", type=int, default=1000,
@@ -92,7 +107,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--checkpoint-every", type=int, default=10_000,
                    help="env steps between checkpoints of the whole population (default "
-                   "10000; 0 disables). Re-running the same command resumes from the last one")
+                   "10000; 0 disables; robotics: rounded up to whole epochs). Re-running the "
+                   "same command resumes from the last one")
     p.add_argument("--restart", action="store_true",
                    help="discard this population's checkpoint and start from step 0")
     p.add_argument("--force", action="store_true",
@@ -102,7 +118,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "(DDPG/ReenGAGE: gradients by autograd instead of in closed form) or "
                    "compile=false (the closed form without torch.compile) "
                    "or networks.encoder_hidden=64, through_target_actor=false (goal sets); "
-                   "repeatable")
+                   f"on a robotics task the Baselines settings: {', '.join(ROBOTICS_SETTINGS)} "
+                   "(e.g. workers=19 envs_per_worker=2); repeatable")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (it may register methods); repeatable")
     p.add_argument("--wandb-project", default=None,
@@ -161,8 +178,10 @@ def _train(args: argparse.Namespace) -> int:
     if not args.quiet:
         diverged = [r["seed"] for r in records if r["status"] == "diverged"]
         note = f"; diverged: seeds {diverged}" if diverged else ""
-        print(f"wrote {len(records)} seeds under {out}/seed<k>/ (progress.csv, policy.pt, "
-              f"run.json){note}", file=sys.stderr)
+        files = "progress.csv, run.json" if cfg.env in ROBOTICS_ENVS else \
+            "progress.csv, policy.pt, run.json"
+        print(f"wrote {len(records)} seeds under {out}/seed<k>/ ({files}){note}",
+              file=sys.stderr)
     return 0
 
 
@@ -256,6 +275,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.device not in ("auto", "cpu", "cuda") and not args.device.startswith("cuda:"):
             raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {args.device!r})")
         import_plugins(args.plugin)
+        refuse_robotics(args.run_dir)
         from .evaluate import evaluate_run
         from .run import resolve_device
 
@@ -267,6 +287,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     for score in scores:
         print(score.line())
     return 0
+
+
+def refuse_robotics(run_dir: Path) -> None:
+    """A robotics run has no policy.pt to evaluate: say so instead of 'no policy.pt'."""
+    import json
+
+    for record in [run_dir / "run.json", *sorted(run_dir.glob("seed*/run.json"))]:
+        try:
+            env = json.loads(record.read_text()).get("config", {}).get("env")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if env in ROBOTICS_ENVS:
+            raise ConfigError("RUN_DIR", f"{record.parent} is a run on {env}, trained in the "
+                              "Baselines regime, which writes no policy.pt (the policy file "
+                              "holds neither the input normaliser nor the robotics env); its "
+                              "test success is in progress.csv")
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from reengage.agents.replay import HER_FUTURES, HER_RELABELS
 
-from .registry import ENVS, METHODS, EnvSpec, Method
+from .registry import ENVS, METHODS, ROBOTICS_ENVS, ROBOTICS_METHODS, EnvSpec, Method
 
 INPUT_LAYOUTS = ("sb3", "obs_goal")
 """What the networks see: `sb3` is (achieved goal, desired goal, observation), the dict keys
@@ -140,26 +140,25 @@ _BASELINES_LOOP_ONLY = {"normalize_inputs": False, "normalized_goal_gradient": F
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Raise ConfigError naming the first offending option."""
-    if cfg.env not in ENVS:
-        raise ConfigError("--env", f"unknown env {cfg.env!r}; choose from {', '.join(ENVS)}")
+    """Raise ConfigError naming the first offending option. A robotics env
+    (ROBOTICS_ENVS) is judged by the Baselines regime's rules
+    (reengage.baselines_her.baselines_config)."""
+    if cfg.env not in ENVS and cfg.env not in ROBOTICS_ENVS:
+        raise ConfigError("--env", f"unknown env {cfg.env!r}; choose from "
+                          f"{', '.join([*ENVS, *ROBOTICS_ENVS])}")
     if cfg.method not in METHODS:
         raise ConfigError("--method", f"unknown method {cfg.method!r}; choose from "
                           f"{', '.join(METHODS)} or register one in a plugin (--plugin)")
+    if cfg.env in ROBOTICS_ENVS:
+        _validate_robotics(cfg)
+        return
     check_pairing(ENVS[cfg.env], METHODS[cfg.method])
     for option, value in float_options(cfg):
         if value is not None and not math.isfinite(value):
             raise ConfigError(option, f"must be a finite number (got {value})")
     if cfg.dim < 1:
         raise ConfigError("--dim", f"must be an integer >= 1 (got {cfg.dim})")
-    method = METHODS[cfg.method]
-    if method.takes_c:
-        if cfg.c is None:
-            raise ConfigError("--c", f"method {cfg.method} needs --c (a number >= 0)")
-        if cfg.c < 0:
-            raise ConfigError("--c", f"must be >= 0 (got {cfg.c})")
-    elif cfg.c is not None:
-        raise ConfigError("--c", f"method {cfg.method} takes no --c")
+    _check_c(cfg)
     episode = ENVS[cfg.env].steps_at(cfg.dim)
     if cfg.steps % episode != 0:
         raise ConfigError("--steps", f"must be a multiple of the episode length ({episode} for "
@@ -192,10 +191,10 @@ def validate(cfg: TrainConfig) -> None:
                           "which has no cycles")
     for key, inert in _BASELINES_LOOP_ONLY.items():
         if key in cfg.extra and cfg.extra[key] != inert:
-            raise ConfigError("--set", f"{key}={cfg.extra[key]} needs the Baselines HER loop "
-                              "(python -m reengage.baselines_her), which feeds the normaliser "
-                              "and steps the targets once per cycle; reengage train does "
-                              "neither")
+            raise ConfigError("--set", f"{key}={cfg.extra[key]} needs the Baselines HER loop, "
+                              "which feeds the normaliser and steps the targets once per "
+                              f"cycle; reengage train runs it on {', '.join(ROBOTICS_ENVS)} "
+                              f"only (got {cfg.env})")
     if not cfg.lr > 0:
         raise ConfigError("--lr", f"must be > 0 (got {cfg.lr})")
     if cfg.her_k < 0:
@@ -217,6 +216,43 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {cfg.device!r})")
     if not cfg.seeds:
         raise ConfigError("--seeds", "no seed given")
+
+
+def _validate_robotics(cfg: TrainConfig) -> None:
+    """The checks of `validate` that hold for every loop, then the Baselines regime's."""
+    if cfg.method not in ROBOTICS_METHODS:
+        raise ConfigError("--method", f"{cfg.env} trains in the Baselines regime, which runs "
+                          f"{', '.join(ROBOTICS_METHODS)} (got {cfg.method})")
+    for option, value in float_options(cfg):
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(option, f"must be a finite number (got {value})")
+    _check_c(cfg)
+    if not cfg.seeds:
+        raise ConfigError("--seeds", "no seed given")
+    if cfg.batch_size < 1:
+        raise ConfigError("--batch-size", f"must be a positive integer (got {cfg.batch_size})")
+    if not cfg.lr > 0:
+        raise ConfigError("--lr", f"must be > 0 (got {cfg.lr})")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError("--checkpoint-every",
+                          f"must be >= 0 (0 disables checkpoints), got {cfg.checkpoint_every}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError("--threads", f"must be >= 1 (got {cfg.threads})")
+    if cfg.device not in ("auto", "cpu") and not _CUDA_DEVICE.match(cfg.device):
+        raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {cfg.device!r})")
+    from .baselines_her import baselines_config  # torch and the learner: robotics runs only
+
+    baselines_config(cfg)
+
+
+def _check_c(cfg: TrainConfig) -> None:
+    if METHODS[cfg.method].takes_c:
+        if cfg.c is None:
+            raise ConfigError("--c", f"method {cfg.method} needs --c (a number >= 0)")
+        if cfg.c < 0:
+            raise ConfigError("--c", f"must be >= 0 (got {cfg.c})")
+    elif cfg.c is not None:
+        raise ConfigError("--c", f"method {cfg.method} takes no --c")
 
 
 def option_name(field_name: str) -> str:
@@ -242,6 +278,11 @@ def _envs_with_goal_sets(wanted: bool) -> str:
 
 def check_pairing(env: EnvSpec, method: Method) -> None:
     """Refuse a method on a task it cannot learn: the registry's flags say what each needs."""
+    if method.baselines_only:
+        raise ConfigError("--method", f"{method.name} runs on the robotics envs only "
+                          f"({', '.join(ROBOTICS_ENVS)}): its σ² weights are the variances of "
+                          f"the Baselines regime's input normaliser, which {env.name}'s loop "
+                          "does not have")
     if method.item_rewards and not _goal_sets(env):
         raise ConfigError("--env", f"{method.name} learns from one reward per goal of a goal "
                           f"set and runs on {_envs_with_goal_sets(True)} (got {env.name}, "
@@ -335,9 +376,24 @@ def _size(n: int) -> str:
     return f"{n / 1024 ** exponent:.1f} {units[exponent]}"
 
 
+def robotics_replay_bytes(cfg: TrainConfig) -> int:
+    """What a robotics member's replay holds once full: its workers' buffers of whole
+    episodes (reengage/baselines_her.py allocates no more than the run stores)."""
+    from .baselines_her import baselines_config
+
+    base = baselines_config(cfg)
+    obs, achieved, goal, action = ROBOTICS_ENVS[cfg.env].widths or (0, 0, 0, 0)
+    steps = base.episode_steps()
+    episodes = max(1, base.worker_capacity() // steps) * base.workers
+    return episodes * ((steps + 1) * (obs + achieved) + steps * action + goal) * FLOAT32_BYTES
+
+
 def memory_needed(cfg: TrainConfig) -> tuple[int, int, int]:
     """(seeds held at once, replay bytes per seed, evaluation bytes per seed): a lower bound
-    of what a run allocates, which grows with --buffer-size, --eval-episodes, --dim, --seeds."""
+    of what a run allocates, which grows with --buffer-size, --eval-episodes, --dim, --seeds
+    (on a robotics env: with the buffers its run fills, and --seeds)."""
+    if cfg.env in ROBOTICS_ENVS:
+        return len(cfg.seeds), robotics_replay_bytes(cfg), 0
     # A runner of its own (Stable-Baselines3) trains the seeds one after another.
     members = 1 if METHODS[cfg.method].runner is not None else len(cfg.seeds)
     return members, replay_bytes_per_member(cfg), evaluation_bytes_per_member(cfg)
@@ -367,6 +423,11 @@ def check_memory(cfg: TrainConfig, available: int | None = None) -> None:
     needed = members * (replay + evaluation)
     if needed <= available:
         return
+    if cfg.env in ROBOTICS_ENVS:
+        raise ConfigError("--seeds", f"this run needs at least {_size(needed)} of memory and "
+                          f"this machine has {_size(available)}: {members} seed(s) at once x "
+                          f"replay {_size(replay)} (every worker's buffer as the run fills "
+                          "it); lower --seeds, --steps or --set buffer_size")
     raise ConfigError(_largest_cause(cfg), f"this run needs at least {_size(needed)} of memory "
                       f"and this machine has {_size(available)}: {members} seed(s) at once x "
                       f"(replay {_size(replay)} + evaluation {_size(evaluation)}) at --dim "

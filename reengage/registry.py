@@ -31,6 +31,10 @@ class EnvSpec:
     """The achieved goal is the observation's leading entries: the replay stores it once."""
     discrete_actions: bool = False
     """Actions are indices of a `Discrete` space, not vectors of a box."""
+    widths: tuple[int, int, int, int] | None = None
+    """(observation, achieved goal, desired goal, action) widths of a task whose goal has a
+    fixed width (the robotics tasks; tests/test_robotics.py checks them against the envs), so
+    that the CLI can check `--dim` and memory without loading MuJoCo."""
 
     def steps_at(self, dim: int) -> int:
         """Steps per episode at `--dim` = `dim`."""
@@ -47,19 +51,23 @@ ENVS: dict[str, EnvSpec] = {
 }
 
 # The gymnasium-robotics tasks (envs/robotics.py; goals of fixed width: HandReach 15, the
-# block 7, FetchReach 3, so no `dim_kwarg`). They train in the Baselines regime
-# (reengage/baselines_her.py), not in the population loop of `reengage train`, hence a table
-# of their own. The id's module prefix makes gymnasium import gymnasium-robotics on demand.
-# Episode lengths are the ids' time limits: the block's is 100 steps, not 50.
+# block 7, FetchReach 3, so no `dim_kwarg`, and `--dim` must be that width). `reengage train`
+# trains them in the Baselines regime (reengage/baselines_her.py), whatever the loop of the
+# toy tasks would do, hence a table of their own. The id's module prefix makes gymnasium
+# import gymnasium-robotics on demand. Episode lengths are the ids' time limits: the block's
+# is 100 steps, not 50.
 ROBOTICS_ENVS: dict[str, EnvSpec] = {
     name: EnvSpec(name, f"gymnasium_robotics:{gym_id}", steps, dim_kwarg=None,
-                  vectorization_mode="sync")
-    for name, gym_id, steps in (
-        ("HandReach", "HandReach-v3", 50),
-        ("HandManipulateBlockRotateXYZ", "HandManipulateBlockRotateXYZ-v1", 100),
-        ("FetchReach", "FetchReach-v4", 50),
+                  vectorization_mode="sync", widths=widths)
+    for name, gym_id, steps, widths in (
+        ("HandReach", "HandReach-v3", 50, (63, 15, 15, 20)),
+        ("HandManipulateBlockRotateXYZ", "HandManipulateBlockRotateXYZ-v1", 100,
+         (61, 7, 7, 20)),
+        ("FetchReach", "FetchReach-v4", 50, (10, 3, 3, 4)),
     )
 }
+ROBOTICS_METHODS = ("ddpg_her", "reengage_her", "reengage_her_normalized")
+"""The methods the Baselines regime trains on ROBOTICS_ENVS (whatever their `build`)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,9 @@ class Method:
     """False for fixed policies (the greedy agent): no replay, no updates."""
     discrete_actions: bool = False
     """Acts with indices of a `Discrete` action space (DQN); runs only on such tasks."""
+    baselines_only: bool = False
+    """Exists only in the Baselines regime of the robotics tasks (it needs that loop's input
+    normaliser): refused on the toy tasks."""
     runner: Callable[[Any, Path, bool], list[dict[str, Any]]] | None = None
     """A training loop of the method's own, for an independent implementation that does not
     fit the population interface (Stable-Baselines3): `runner(cfg, out, progress)` trains
@@ -204,7 +215,8 @@ def build_greedy(spec: LearnerSpec) -> Learner:
 
 
 def _no_builder(spec: LearnerSpec) -> Learner:
-    raise TypeError("this method trains through its own runner, not as a population learner")
+    raise TypeError("this method trains in a loop of its own (a runner, or the Baselines "
+                    "regime of the robotics tasks), not as a population learner")
 
 
 def _run_sb3(cfg: Any, out: Path, progress: bool) -> list[dict[str, Any]]:
@@ -225,6 +237,14 @@ register_method(Method(
     name="reengage_her", build=build_ddpg, takes_c=True, her=True,
     label=lambda c: f"ReenGAGE(α={_format_c(c)}/d)+HER",
     description="DDPG+HER plus the goal-gradient term with α = c/d",
+))
+register_method(Method(
+    name="reengage_her_normalized", build=_no_builder, takes_c=True, her=True,
+    baselines_only=True,
+    label=lambda c: f"Normalized ReenGAGE(α={_format_c(c)}/d)+HER",
+    description="ReenGAGE+HER with each goal coordinate's squared gradient error weighted by "
+    "σ_i², the variance of the input normaliser's goal statistics (robotics tasks only: the "
+    "normaliser exists in the Baselines regime alone)",
 ))
 register_method(Method(
     name="sac_her", build=build_sac, takes_c=False, her=True,

@@ -47,7 +47,7 @@ from .progress import (
     listening,
 )
 from .provenance import provenance
-from .registry import ENVS, METHODS, Learner, LearnerSpec
+from .registry import ENVS, METHODS, ROBOTICS_ENVS, Learner, LearnerSpec
 
 FORMAT_VERSION = 1
 LOSS_COLUMNS = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
@@ -532,12 +532,21 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
           step_hook: StepHook | None = None,
           listeners: Sequence[ProgressListener] = ()) -> list[dict[str, Any]]:
     """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv`,
-    `policy.pt` and `run.json` (live: reengage/progress.py). Returns the per-member records
-    (the contents of run.json). `progress` shows a bar, else a line per evaluation;
-    `listeners` (e.g. reengage.tracking.WandbTracker) hear every evaluation as it happens.
+    `policy.pt` and `run.json` (live: reengage/progress.py). A robotics env
+    (ROBOTICS_ENVS) trains in the Baselines regime (reengage/baselines_her.py
+    `train_robotics`: no policy.pt, an `epoch` column); a method with a `runner` in it.
+    Returns the per-member records (the contents of run.json). `progress` shows a bar,
+    else a line per evaluation; `listeners` (e.g. reengage.tracking.WandbTracker) hear every
+    evaluation as it happens.
 
     Tunes the process's malloc to keep freed memory (reengage/allocator.py): 2-7 % faster on
     CPU, at no cost in peak memory; `REENGAGE_MALLOC_TUNING=off` keeps glibc's defaults."""
+    if cfg.env in ROBOTICS_ENVS:  # the Baselines regime, whatever the method's own loop
+        from .baselines_her import train_robotics
+
+        retain_freed_memory()
+        with listening(listeners):
+            return train_robotics(cfg, out, progress)
     runner = METHODS[cfg.method].runner
     if runner is not None:  # an independent implementation with a loop of its own
         with listening(listeners):

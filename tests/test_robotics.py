@@ -29,7 +29,7 @@ def test_each_task_builds_headless_with_its_widths_and_passes_check_env(name):
     space = env.observation_space
     widths = (space["observation"].shape[-1], space["achieved_goal"].shape[-1],
               space["desired_goal"].shape[-1], env.action_space.shape[-1])
-    assert widths == WIDTHS[name]
+    assert widths == WIDTHS[name] == spec.widths  # the registry's, which the CLI checks
     assert env.spec.max_episode_steps == spec.episode_steps == STEPS[name]
     assert env.render_mode is None
     check_env(env.unwrapped, skip_render_check=True)
@@ -76,9 +76,33 @@ def test_vectorised_and_single_envs_agree_for_one_seed():
     assert not np.array_equal(vobs["observation"][0], vobs["observation"][1])
 
 
+@pytest.mark.parametrize("name", sorted(WIDTHS))
+def test_an_episode_depends_on_its_reset_seed_alone(name):
+    """After an episode, a reset with seed s and the same actions give bitwise what a fresh env
+    gives: the Baselines loop re-seeds every episode and keeps no simulator state in its
+    checkpoints, so a resumed run (fresh envs) relies on this. The block's reset, unlike the
+    others', does not call mj_resetData; this is where that would show."""
+    gym_id = ROBOTICS_ENVS[name].gym_id
+    used, fresh = gym.make(gym_id), gym.make(gym_id)
+    rng = np.random.default_rng(0)
+    used.reset(seed=1)
+    for _ in range(30):
+        used.step(rng.uniform(-1, 1, used.action_space.shape))
+    actions = rng.uniform(-1, 1, (30, *used.action_space.shape))
+    trajectories = []
+    for env in (used, fresh):
+        obs, _ = env.reset(seed=5)
+        steps = [obs["observation"]]
+        for action in actions:
+            steps.append(env.step(action)[0]["observation"])
+        trajectories.append(np.array(steps))
+        env.close()
+    np.testing.assert_array_equal(*trajectories)
+
+
 def _tiny(**kwargs):
     settings = dict(env="FetchReach", seeds=[0, 1], epochs=1, cycles=2, batches=3,
-                    batch_size=16, envs_per_member=2, test_rollouts=1, buffer_size=10_000,
+                    batch_size=16, envs_per_worker=2, test_rollouts=1, buffer_size=10_000,
                     hidden=(32, 32, 32), compile=False)
     settings.update(kwargs)
     return BaselinesConfig(**settings)
@@ -104,7 +128,8 @@ def test_one_epoch_runs_cycles_of_episodes_updates_and_one_target_step_per_cycle
     run.close()
     assert calls == {"update": 2 * 3, "targets": 2}
     assert run.replay.size == 2 * 2  # cycles × envs per member, per member
-    # The normaliser saw as many samples as the episodes hold steps (plus Baselines' one).
+    # The normaliser saw as many samples as the episodes hold steps (plus Baselines' one: a
+    # run of one worker).
     expected_count = 1 + 2 * 2 * 50
     assert run.learner.state_normalizer.count[:, 0].tolist() == [expected_count] * 2
     assert run.learner.goal_normalizer.count[:, 0].tolist() == [expected_count] * 2
@@ -170,7 +195,7 @@ def test_ddpg_her_solves_fetch_reach_within_two_epochs_on_one_worker(tmp_path):
     within a few epochs (its README's example trains 5000 steps, two epochs). Ours must reach
     ≥ 0.9 test success (10 episodes) by the end of the second epoch, from 0 before training."""
     run = BaselinesRun(BaselinesConfig(env="FetchReach", seeds=[0], epochs=2,
-                                       envs_per_member=1))
+                                       envs_per_worker=1))
     try:
         rows = run.run(tmp_path, quiet=True)[0]
     finally:
