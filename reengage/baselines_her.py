@@ -877,7 +877,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=defaults.batches)
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="Baselines workers per seed (the paper: 19)")
-    parser.add_argument("--envs-per-worker", type=int, default=defaults.envs_per_worker)
+    # --envs-per-member is the flag's name from before workers: with one worker, the same.
+    parser.add_argument("--envs-per-worker", "--envs-per-member", dest="envs_per_worker",
+                        type=int, default=defaults.envs_per_worker)
     parser.add_argument("--c", type=float, default=0.0)
     parser.add_argument("--normalized", action="store_true",
                         help="Normalized ReenGAGE (σ² weights)")

@@ -74,7 +74,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="env steps between evaluations (default 2000; robotics: a multiple "
                    "of one epoch that divides --steps)")
     p.add_argument("--eval-episodes", type=int, default=50,
-                   help="deterministic evaluation episodes per seed (default 50)")
+                   help="deterministic evaluation episodes per seed (default 50; a robotics "
+                   "test runs workers x envs_per_worker x test_rollouts, and only that count "
+                   "or the default is accepted)")
     p.add_argument("--learning-starts", type=int, default=1000,
                    help="initial uniformly random steps without training (default 1000)")
     p.add_argument("--cycle-episodes", type=int, default=0,
@@ -102,8 +104,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau", type=float, default=0.005, help="polyak coefficient (default 0.005)")
     p.add_argument("--action-noise", type=float, default=0.03,
                    help="Gaussian exploration noise sd (default 0.03)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; 1 on a robotics task)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda when present; cpu on a robotics task), cpu or cuda")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--checkpoint-every", type=int, default=10_000,
                    help="env steps between checkpoints of the whole population (default "

@@ -276,3 +276,18 @@ def test_exploration_is_noise_then_clip_then_epsilon_random_actions():
     random_rows = mixed[replaced]
     assert random_rows.min() < -0.95 and random_rows.max() > 0.95  # uniform over [−1, 1]
     assert abs(random_rows.mean()) < 0.02
+
+
+def test_c_is_the_release_grad_loss_weight():
+    """The release's critic loss subtracts `w · reduce_mean(r · (∇_g target − ∇_g Q)²)`, the
+    mean over batch *and* goal coordinates, with r ∈ {−1, 0}: that is `c · goal_gradient_loss`
+    with c = w (so α = c/d), which BaselinesConfig passes on unchanged."""
+    rng = np.random.default_rng(5)
+    dq, target = (torch.tensor(rng.normal(size=(2, 30, 15))) for _ in range(2))
+    reward = torch.tensor(rng.choice([-1.0, 0.0], size=(2, 30)))
+    w = 1e-4
+    release = [-w * float(torch.mean(reward[m][:, None] * (target[m] - dq[m]) ** 2))
+               for m in range(2)]
+    ours = (w * goal_gradient_loss(dq, target, reward)).tolist()
+    np.testing.assert_allclose(ours, release, rtol=1e-12)
+    assert BaselinesConfig(c=w).learner_config().goal_gradient_coef == w
