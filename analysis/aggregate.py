@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from reengage.analysis.labels import (
+    EPOCH,
     PROGRESS_COLUMNS,
     RUN_COLUMNS,
     RUN_KEYS,
@@ -281,6 +282,8 @@ def aggregate_runs(runs_root: Path, experiment: str) -> pd.DataFrame:
             "two runs claim the same cell and seed: " + ", ".join(clash["run_dir"].head(4))
         )
     table["diverged_at_step"] = table["diverged_at_step"].astype("Int64")
+    if EPOCH in table.columns:  # a whole number, kept beside the step (figures use it)
+        table[EPOCH] = table[EPOCH].round().astype("Int64")
     for column in ("config_steps", "eval_every", "eval_episodes"):
         table[column] = table[column].astype("Int64")
     table["status"] = table["status"].astype(str)

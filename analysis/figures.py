@@ -1,5 +1,7 @@
 """Learning-curve figures in the paper's style: one figure per experiment, one panel per
-(env, d), x = environment steps, y = a metric (success rate by default), mean +- sd over
+(env, d), x = environment steps (or, for the robotics tasks, whose logs carry an `epoch`
+column, the epoch, as the paper's HandReach figure), y = a metric (success rate by default),
+mean +- sd over
 seeds for the selected batch x lr cell of each method variant, with a marker at every
 evaluation. Each method keeps the colour and marker `labels.method_style` gives it on every
 figure of the harness.
@@ -28,7 +30,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from reengage.analysis.aggregate import (
     AnalysisError,
@@ -42,6 +44,7 @@ from reengage.analysis.aggregate import (
 from reengage.analysis.labels import (
     BOUNDED_METRICS,
     DEFAULT_BASELINE,
+    EPOCH,
     VariantStyle,
     dim_name,
     metric_name,
@@ -60,15 +63,33 @@ def step_ticks(value: float, _position: int) -> str:
     return f"{value:g}"
 
 
-def curve_summary(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per step: mean and sd over the seeds that have a value, and how many they are.
+def curve_summary(runs: pd.DataFrame, metric: str, x: str = "step") -> pd.DataFrame:
+    """Per value of `x` (the step, or the epoch): mean and sd over the seeds that have a
+    value, and how many they are.
 
-    A step where no seed has a value is dropped, so the curve ends rather than going NaN.
+    A point where no seed has a value is dropped, so the curve ends rather than going NaN.
     """
-    present = runs.dropna(subset=[metric])
-    summary = present.groupby("step")[metric].agg(["mean", "std", "count"])
+    present = runs.dropna(subset=[metric, x])
+    summary = present.groupby(x)[metric].agg(["mean", "std", "count"])
     summary["std"] = summary["std"].fillna(0.0)  # one seed: no spread to draw
     return summary.reset_index()
+
+
+def x_axis(table: pd.DataFrame) -> str:
+    """`epoch` where every row of `table` carries one (the robotics tasks' Baselines loop
+    logs it), else `step`. A figure never mixes the two: an experiment is one env."""
+    if EPOCH in table.columns and len(table) and table[EPOCH].notna().all():
+        return EPOCH
+    return "step"
+
+
+def step_to_x(runs: pd.DataFrame, step: int, x: str) -> float:
+    """Where env step `step` (a divergence) lies on the x axis, read off `runs`' own
+    (step, x) pairs: an epoch is a fixed number of a run's env steps."""
+    if x == "step":
+        return float(step)
+    pairs = runs[["step", x]].dropna().drop_duplicates().sort_values("step")
+    return float(np.interp(step, pairs["step"].to_numpy(float), pairs[x].to_numpy(float)))
 
 
 def variant_order(table: pd.DataFrame, baseline: str) -> list[str]:
@@ -127,6 +148,7 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
     seeds_per_panel = sorted(seed_counts.unique())
     many_envs = table["env"].nunique() > 1
     bounded = metric in BOUNDED_METRICS
+    x = x_axis(table)
 
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
         width = max(4.0 * len(panels), 6.5)
@@ -147,28 +169,33 @@ def draw_experiment(curves: pd.DataFrame, selection: pd.DataFrame,
                     ax.axhline(runs[metric].mean(), color=color, lw=1.6, ls="--",
                                label=labels[variant])
                     continue
-                summary = curve_summary(runs, metric)
+                summary = curve_summary(runs, metric, x)
                 low = summary["mean"] - summary["std"]
                 high = summary["mean"] + summary["std"]
                 if bounded:
                     low, high = low.clip(0.0, 1.0), high.clip(0.0, 1.0)
-                ax.plot(summary["step"], summary["mean"], color=color, lw=1.8,
+                ax.plot(summary[x], summary["mean"], color=color, lw=1.8,
                         ls=style.linestyle, marker=style.marker, ms=4.5,
                         markevery=markevery(len(summary)), label=labels[variant])
-                ax.fill_between(summary["step"], low, high, color=color, alpha=0.18, lw=0)
+                ax.fill_between(summary[x], low, high, color=color, alpha=0.18, lw=0)
                 for at in runs.loc[runs["status"] == "diverged", "diverged_at_step"].unique():
                     if pd.isna(at):
                         continue
                     # Mark, on the drawn line, where the average loses a seed.
-                    y = np.interp(int(at), summary["step"], summary["mean"])
-                    ax.plot([int(at)], [y], marker="x", ms=8, mew=2, color=color, ls="none",
+                    where = step_to_x(runs, int(at), x)
+                    y = np.interp(where, summary[x], summary["mean"])
+                    ax.plot([where], [y], marker="x", ms=8, mew=2, color=color, ls="none",
                             zorder=5)
             for offset, value in enumerate((reference_lines or {}).values()):
                 ax.axhline(value, color="0.35", lw=1.2,
                            ls=["--", ":", "-."][offset % 3], zorder=1)
             ax.set_title(f"{env}, {dim_name(env)} = {dim}")
-            ax.set_xlabel("environment steps")
-            ax.xaxis.set_major_formatter(FuncFormatter(step_ticks))
+            if x == EPOCH:
+                ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            else:
+                ax.set_xlabel("environment steps")
+                ax.xaxis.set_major_formatter(FuncFormatter(step_ticks))
             ax.set_xlim(left=0)
             if bounded:
                 ax.set_ylim(-0.02, 1.02)

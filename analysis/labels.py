@@ -36,6 +36,9 @@ PROGRESS_COLUMNS = [
     "step", "success_rate", "mean_return", "critic_loss", "goal_grad_loss", "actor_loss",
     "q_mean", "wall_time_s", "updates_per_s",
 ]
+# The robotics tasks' loop (the Baselines regime) also logs the epoch of each row (0 for the
+# evaluation before training); its figures are drawn against it, as the paper's are.
+EPOCH = "epoch"
 # Per-seed facts from run.json, repeated on each of the seed's rows of the tidy table.
 RUN_COLUMNS = [
     "status", "diverged_at_step", "diverged_reason", "run_wall_time_s", "population",
@@ -110,6 +113,8 @@ METHOD_STYLES = {
     "ddpg_her": MethodStyle("DDPG+HER", DDPG_FAMILY.color, DDPG_FAMILY.marker),
     "ddpg": MethodStyle("DDPG", DDPG_FAMILY.color, DDPG_FAMILY.marker),
     "reengage_her": MethodStyle("ReenGAGE+HER", REENGAGE_FAMILY.color, REENGAGE_FAMILY.marker),
+    # Normalized ReenGAGE (robotics) beside plain ReenGAGE on the same figure: its own hue.
+    "reengage_her_normalized": MethodStyle("Normalized ReenGAGE+HER", "#117733", "^"),
     "multi_reengage": MethodStyle("Multi-ReenGAGE", REENGAGE_FAMILY.color,
                                   REENGAGE_FAMILY.marker),
     # SAC keeps the families' colours (baseline vermillion, ReenGAGE blue), told apart from

@@ -109,6 +109,9 @@ PAPER_SETUP = {
     "DriveSeek": {"steps": {None: 160_000}},
     "NoisySeek": {"steps": {None: 160_000}},
     "BitFlip": {"dims": [20, 40], "steps": {20: 200_000, 40: 1_600_000}},
+    # A member's env steps: epochs x 50 cycles x 19 workers x 2 envs x T (50; the block 100).
+    "HandReach": {"steps": {None: 50 * 50 * 19 * 2 * 50}},
+    "HandManipulateBlockRotateXYZ": {"steps": {None: 200 * 50 * 19 * 2 * 100}},
 }
 # The SAC appendix's grid on ContinuousSeek (docs/paper.md §4): 10 seeds, 7 batch × 5 lr.
 PAPER_SAC_GRID = {"seeds": 10, "batches": 7, "lrs": 5}
@@ -378,8 +381,16 @@ def _comparison_table(rows: pd.DataFrame, comparison: Comparison, score: str,
 
 
 def _beats_part(experiments: list[Experiment], comparison: Comparison, statement: str,
-                dim: int | None = None) -> Part:
+                dim: int | None = None, c_at_most: float | None = None,
+                any_c: bool = False) -> Part:
+    """"A beats B" (module docstring). `c_at_most` keeps the treatment's variants with c up
+    to it (the paper's small α); `any_c` makes the part supported when one c is (else the
+    parts' `combine`), for a claim made at some small α rather than at every α."""
     rows = _pair_rows(experiments, comparison)
+    if c_at_most is not None and not rows.empty:
+        # A relative tolerance: c travels through text (paths, CSV) as a float.
+        rows = rows[(rows["method"] != comparison.treatment)
+                    | (rows["c"] <= c_at_most * (1 + 1e-9))]
     if rows.empty:
         return Part(statement, None)
     scope = "all_d" if dim is None else "d"
@@ -389,7 +400,11 @@ def _beats_part(experiments: list[Experiment], comparison: Comparison, statement
 
     lines, verdicts = _comparison_table(rows, comparison, "auc", rule, scope, dim)
     if not verdicts:
-        return Part(statement, None)
+        why = (f"needs {comparison.treatment} at c ≤ {c_at_most:g}"
+               if c_at_most is not None else "")
+        return Part(statement, None, why_not_covered=why)
+    if any_c and SUPPORTED in verdicts:
+        verdicts = [SUPPORTED]
     final, _ = _comparison_table(rows, comparison, "final", None, scope, dim)
     metrics = sorted(rows["metric"].dropna().unique())
     evidence = [f"Normalised area under the {', '.join(map(metric_name, metrics))} curve "
@@ -441,26 +456,61 @@ def _no_gain_part(experiments: list[Experiment], comparison: Comparison,
 
 def _instability_part(experiments: list[Experiment], comparison: Comparison,
                       statement: str) -> Part:
-    """The largest c against the smallest: more diverged seeds or a lower IQM AUC."""
-    rows = _pair_rows(experiments, comparison)
-    if rows.empty:
+    """The largest c against the smallest, per experiment and env: supported if the largest
+    lost more seeds to divergence, or its IQM AUC interval lies below the smallest's; not
+    supported if its interval lies above; inconclusive otherwise (and MIN_SEEDS run a
+    side). Diverged seeds are counted from selection.csv, which has every variant, even one
+    whose seeds all diverged (stats.csv leaves those out: no usable seed)."""
+    chosen = [e.chosen.assign(experiment=e.name) for e in experiments]
+    chosen = pd.concat(chosen, ignore_index=True) if chosen else pd.DataFrame()
+    if chosen.empty:
         return Part(statement, None)
-    iqm = _pick(rows, statistic="iqm", scope="all_d", score="auc")
-    iqm = iqm[iqm["method"] == comparison.treatment].sort_values("c")
-    if iqm["c"].nunique() < 2:
+    mine = chosen[chosen["env"].map(comparison.env_matches)
+                  & (chosen["method"] == comparison.treatment)]
+    if mine.empty:
+        return Part(statement, None)
+    frames = [e.stats for e in experiments if e.stats is not None and not e.stats.empty]
+    stats = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    body, verdicts = [], []
+    for (experiment, env), group in mine.groupby(["experiment", "env"], sort=True):
+        # Pooled over d (a robotics task has one): a variant's seeds and divergences.
+        per_c = group.groupby("c").agg(variant=("variant", "first"), label=("label", "first"),
+                                       n_seeds=("n_seeds", "sum"),
+                                       n_diverged=("n_diverged", "sum")).sort_index()
+        if len(per_c) < 2:
+            continue
+        small, large = per_c.iloc[0], per_c.iloc[-1]
+
+        def iqm(variant: str, experiment: str = experiment, env: str = env) -> pd.Series | None:
+            if stats.empty:
+                return None
+            found = _pick(stats, experiment=experiment, env=env, variant=variant,
+                          statistic="iqm", scope="all_d", score="auc")
+            return None if found.empty else found.iloc[0]
+
+        low_c, high_c = iqm(small["variant"]), iqm(large["variant"])
+        if large["n_diverged"] > small["n_diverged"]:
+            reading = SUPPORTED
+        elif low_c is not None and high_c is not None and high_c["ci_high"] < low_c["ci_low"]:
+            reading = SUPPORTED
+        elif low_c is not None and high_c is not None and high_c["ci_low"] > low_c["ci_high"]:
+            reading = NOT_SUPPORTED
+        else:
+            reading = INCONCLUSIVE
+        verdicts.append(seed_verdict(reading, large["n_seeds"], small["n_seeds"]))
+        cell = _verdict_cell(verdicts[-1], reading, large["n_seeds"], small["n_seeds"])
+        for row, scores in ((small, low_c), (large, high_c)):
+            body.append([experiment, env, row["label"],
+                         _ci(scores) if scores is not None else "– (no seed left)",
+                         f"{int(row['n_diverged'])} of {int(row['n_seeds'])}",
+                         cell if row is large else ""])
+    if not body:
         return Part(statement, None, why_not_covered="needs two values of c or more")
-    small, large = iqm.iloc[0], iqm.iloc[-1]
-    if large["n_diverged"] > small["n_diverged"] or large["ci_high"] < small["ci_low"]:
-        verdict = SUPPORTED
-    elif large["ci_low"] > small["ci_high"]:
-        verdict = NOT_SUPPORTED
-    else:
-        verdict = INCONCLUSIVE
-    verdict = seed_verdict(verdict, large["n_runs"], small["n_runs"])
-    body = [[r["label"], _ci(r), f"{int(r['n_diverged'])} of {int(r['n_seeds'])}"]
-            for r in (small, large)]
-    return Part(statement, verdict,
-                _table(["method", "IQM AUC [95% CI]", "diverged seeds"], body))
+    return Part(statement, combine(verdicts), [
+        "The smallest c against the largest (supported if the largest lost more seeds to "
+        "divergence, or its IQM AUC interval lies below the smallest's):", "",
+        *_table(["experiment", "env", "method", "IQM AUC [95% CI]", "diverged seeds",
+                 "verdict"], body)])
 
 
 def _runtime_part(experiments: list[Experiment], pairs: list[Comparison],
@@ -564,7 +614,13 @@ class Claim:
 
 CS = Comparison(("ContinuousSeek",), "ddpg_her", "reengage_her")
 HAND_REACH = Comparison(("HandReach",), "ddpg_her", "reengage_her")
+HAND_REACH_NORMALIZED = Comparison(("HandReach",), "ddpg_her", "reengage_her_normalized")
 HAND_BLOCK = Comparison(("HandManipulateBlock",), "ddpg_her", "reengage_her")
+HAND_BLOCK_NORMALIZED = Comparison(("HandManipulateBlock",), "ddpg_her",
+                                   "reengage_her_normalized")
+# The paper's "small α" on HandReach: weights of order 1e-4/d (docs/paper.md §4), i.e. c up
+# to 1e-4 (the release's example weight); larger c belong to the sweep that showed instability.
+SMALL_ALPHA_C = 1e-4
 DRIVE = Comparison(("DriveSeek",), "ddpg", "multi_reengage")
 NOISY = Comparison(("NoisySeek",), "ddpg", "multi_reengage")
 SAC = Comparison(("ContinuousSeek",), "sac_her", "reengage_sac_her")
@@ -587,6 +643,25 @@ def _merged(statement: str, parts: list[Part], why_not_covered: str) -> Part:
         return Part(statement, None, why_not_covered=why_not_covered)
     evidence = [line for p in covered for line in [*p.evidence, ""]][:-1]
     return Part(statement, combine([p.verdict for p in covered]), evidence)
+
+
+def _hand_block_no_gain(experiments: list[Experiment]) -> Part:
+    """Claim 2's block: no significant gain with or without normalisation, i.e. neither
+    ReenGAGE+HER nor Normalized ReenGAGE+HER beats DDPG+HER (each of its c)."""
+    statement = ("HandManipulateBlock: no significant gain, ReenGAGE+HER and Normalized "
+                 "ReenGAGE+HER against DDPG+HER")
+    return _merged(statement, [_no_gain_part(experiments, pair, statement)
+                               for pair in (HAND_BLOCK, HAND_BLOCK_NORMALIZED)],
+                   "needs DDPG+HER and ReenGAGE+HER or Normalized ReenGAGE+HER on "
+                   "HandManipulateBlock")
+
+
+def _reported_only(part: Part) -> Part:
+    """A part shown with its table but without a verdict (the paper states no claim)."""
+    if part.verdict is not None:
+        part.verdict = None
+        part.statement += " — reported, no verdict"
+    return part
 
 
 def _bitflip_ran(experiments: list[Experiment]) -> bool:
@@ -789,11 +864,16 @@ CLAIMS = [
           "destabilises. HandManipulateBlock (7-D, mixed units): no significant gain, with or "
           "without normalisation.",
           lambda ex, th: [
-              _beats_part(ex, HAND_REACH, "HandReach: ReenGAGE+HER beats DDPG+HER"),
+              _beats_part(ex, HAND_REACH, f"HandReach: ReenGAGE+HER beats DDPG+HER at a small "
+                          f"α (some c ≤ {SMALL_ALPHA_C:g})", c_at_most=SMALL_ALPHA_C,
+                          any_c=True),
               _instability_part(ex, HAND_REACH, "HandReach: the largest α is less stable than "
                                 "the smallest"),
-              _no_gain_part(ex, HAND_BLOCK, "HandManipulateBlock: no significant gain"),
-          ], ("normalised ReenGAGE (not told apart in the tables)",)),
+              _hand_block_no_gain(ex),
+              _reported_only(_beats_part(ex, HAND_REACH_NORMALIZED, "HandReach: Normalized "
+                                         "ReenGAGE+HER against DDPG+HER (docs/paper.md §1: it "
+                                         "matched plain ReenGAGE there)")),
+          ]),
     Claim(3, "DriveSeek and NoisySeek: Multi-ReenGAGE beats DDPG; NoisySeek also plots the "
           "greedy agent. Sharing the goal encoder helps both methods.",
           lambda ex, th: [
@@ -849,7 +929,11 @@ def _paper_comparison(env: str, chosen: pd.DataFrame, cells: pd.DataFrame) -> st
     return "reduced: " + "; ".join(notes) if notes else "as in the paper"
 
 
-def _configuration(experiments: list[Experiment]) -> list[str]:
+def _configuration(experiments: list[Experiment],
+                   notes: dict[str, str] | None = None) -> list[str]:
+    """One row per experiment and env: what ran, against the paper's setting, and the
+    experiment's own note (the config's `note`, which states a reduction) where it has one."""
+    notes = notes or {}
     body = []
     for e in experiments:
         for env, cells in e.selection.groupby("env", sort=True):
@@ -868,13 +952,50 @@ def _configuration(experiments: list[Experiment]) -> list[str]:
                 ", ".join(f"{s:,}" for s in steps),
                 metric_name(str(chosen["metric"].iloc[0])),
                 _paper_comparison(env, chosen, cells),
-            ])
+            ] + ([notes.get(e.name, "")] if notes else []))
     return _table(["experiment", "env", "d", "methods", "batch × lr", "seeds per cell",
-                   "steps", "metric", "compared with the paper"], body)
+                   "steps", "metric", "compared with the paper"]
+                  + (["note"] if notes else []), body)
 
 
-def _experiment_section(e: Experiment, out_dir: Path) -> list[str]:
+def reference_checks(experiments: list[Experiment], checks: dict[str, float]) -> list[str]:
+    """The "Reference checks" section: each named experiment's every method variant must
+    end (its final evaluation, mean over seeds) at or above the threshold, with no seed
+    diverged or incomplete; a check whose experiment has no tables fails. A failed check
+    reads FAILED, in bold, in the section and the line above the claims."""
+    by_name = {e.name: e for e in experiments}
+    body, failed = [], 0
+    for name, threshold in checks.items():
+        experiment = by_name.get(name)
+        rows = experiment.chosen if experiment is not None else pd.DataFrame()
+        if rows.empty:
+            failed += 1
+            body.append([name, "–", "–", f"≥ {threshold:g}", "–", "–", "**FAILED** (no tables)"])
+            continue
+        for _, r in rows.sort_values(["env", "dim", "method", "c"]).iterrows():
+            passed = (r["final_mean"] >= threshold and int(r["n_diverged"]) == 0
+                      and int(r["n_incomplete"]) == 0 and int(r["n_scored"]) > 0)
+            failed += not passed
+            body.append([name, f"{r['env']} {dim_name(str(r['env']))}={int(r['dim'])}",
+                         r["label"], f"≥ {threshold:g}", f"{r['final_mean']:.2f}",
+                         f"{int(r['n_scored'])}/{int(r['n_seeds'])} "
+                         f"({int(r['n_diverged'])} diverged)",
+                         "passed" if passed else "**FAILED**"])
+    summary = ("every check passed" if not failed
+               else f"**{failed} check{'s' if failed > 1 else ''} FAILED**")
+    return ["## Reference checks", "",
+            f"Known-good settings our implementation must reproduce before its claims are "
+            f"read: {summary}. Each check is the final {metric_name('success_rate')} of an "
+            "experiment of the config (`reference_check`), mean over its seeds, with no seed "
+            "diverged.", "",
+            *_table(["experiment", "task", "method", "required", "final (mean)",
+                     "seeds scored", "check"], body), ""]
+
+
+def _experiment_section(e: Experiment, out_dir: Path, note: str = "") -> list[str]:
     lines = [f"### {e.name}", ""]
+    if note:
+        lines += [f"*{note}*", ""]
     if e.figure.is_file():
         rel = Path(os.path.relpath(e.figure, out_dir)).as_posix()
         pdf = Path(os.path.relpath(e.figure.with_suffix(".pdf"), out_dir)).as_posix()
@@ -969,9 +1090,14 @@ def _control_lines(stats: pd.DataFrame) -> list[str]:
 
 def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame | None = None,
                  note: str | None = None, tables: Path | None = None,
-                 ablations: list[Ablation] | None = None) -> str:
+                 ablations: list[Ablation] | None = None,
+                 notes: dict[str, str] | None = None,
+                 checks: dict[str, float] | None = None) -> str:
     """The report's markdown text (see the module docstring for the verdict rules);
-    `ablations` None leaves out the Ablations section (no --ablations given)."""
+    `ablations` None leaves out the Ablations section (no --ablations given). `notes`:
+    experiment -> its config's note (a reduction), stated in the configuration table and
+    its section; `checks`: experiment -> the final success each of its variants must reach
+    (the Reference checks section)."""
     out_dir = Path(out).parent
     lines = ["# ReenGAGE reproduction report", "",
              "Generated by `python -m reengage.analysis.report` from the tables"
@@ -980,8 +1106,10 @@ def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame 
     if note:
         lines += [f"**Note:** {note}", ""]
     lines += ["## Configuration", ""]
-    lines += _configuration(experiments) if experiments else ["(no experiment tables)"]
+    lines += _configuration(experiments, notes) if experiments else ["(no experiment tables)"]
     lines += [""]
+    if checks:
+        lines += reference_checks(experiments, checks)
 
     summary, details = [], []
     for claim in CLAIMS:
@@ -1007,7 +1135,7 @@ def build_report(experiments: list[Experiment], out: Path, theory: pd.DataFrame 
               *details]
     lines += ["## Experiments", ""]
     for e in experiments:
-        lines += _experiment_section(e, out_dir)
+        lines += _experiment_section(e, out_dir, (notes or {}).get(e.name, ""))
     if ablations is not None:
         lines += ["## Ablations", "", *_ablations_section(ablations)]
     lines += ["## How verdicts are decided", "", *_RULES, ""]
@@ -1055,6 +1183,20 @@ _RULES = [
 ]
 
 
+def _pairs(items: list[str], option: str, kind: Callable[[str], object]) -> dict:
+    """`NAME=VALUE` items -> {NAME: kind(VALUE)}; the value may hold '=' (a note)."""
+    found = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise AnalysisError(f"{option} {item!r}: expected NAME=VALUE")
+        try:
+            found[name.strip()] = kind(value)
+        except ValueError:
+            raise AnalysisError(f"{option} {item!r}: {value!r} is not a number") from None
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m reengage.analysis.report",
@@ -1078,6 +1220,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "of --tables with a selection.csv)")
     parser.add_argument("--note", default=None,
                         help="a line stated at the top, e.g. 'reduced: 3k steps'")
+    parser.add_argument("--experiment-note", action="append", default=[], metavar="NAME=TEXT",
+                        help="experiment NAME's note (the config's `note`, e.g. what was "
+                        "reduced), stated beside it (repeatable)")
+    parser.add_argument("--reference-check", action="append", default=[],
+                        metavar="NAME=THRESHOLD",
+                        help="experiment NAME is a reference check: every method must end "
+                        "at or above THRESHOLD success (repeatable)")
     parser.add_argument("--ablations", type=Path, default=None,
                         help="optional directory of ablation tables ({name}.csv from "
                         "reengage.analysis.ablation): an Ablations section, and claim 3's "
@@ -1097,7 +1246,10 @@ def main(argv: list[str] | None = None) -> int:
         if not experiments and theory is None:
             raise AnalysisError(f"--tables {args.tables}: no {{experiment}}/selection.csv "
                                 "found and no --theory given")
-        text = build_report(experiments, args.out, theory, args.note, args.tables, ablations)
+        notes = _pairs(args.experiment_note, "--experiment-note", str)
+        checks = _pairs(args.reference_check, "--reference-check", float)
+        text = build_report(experiments, args.out, theory, args.note, args.tables, ablations,
+                            notes, checks)
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
 
