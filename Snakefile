@@ -16,7 +16,10 @@ from reengage.workflow import (
     ablation_change,
     find_cell,
     job_priority,
+    job_resources,
+    job_threads,
     progress_files,
+    report_options,
     run_options,
     train_chunks,
     train_arguments,
@@ -54,21 +57,29 @@ wildcard_constraints:
     ablation="[A-Za-z0-9_]+",
 
 
+# A reference check (an experiment with `reference_check`, e.g. DDPG+HER on FetchReach) is
+# one method and a seed or two: its curves and selection say whether it passed; statistics,
+# runtime ratios and rliable's views compare methods, so it gets none.
+CHECKS = [e for e in EXPERIMENTS if "reference_check" in config["experiments"][e]]
+COMPARED = [e for e in EXPERIMENTS if e not in CHECKS]
+
+
 def report_inputs(wildcards):
     inputs = {
         "tables": expand(
             "{results}/tables/{experiment}/{table}",
             results=RESULTS,
-            experiment=EXPERIMENTS,
+            experiment=COMPARED,
             table=["selection.csv", "stats.csv", "runtime.csv"],
         )
+        + expand("{results}/tables/{experiment}/selection.csv", results=RESULTS, experiment=CHECKS)
     }
     inputs["figures"] = expand(
         "{results}/figures/{e}{kind}.png",
         results=RESULTS,
-        e=EXPERIMENTS,
+        e=COMPARED,
         kind=["", *(f"-{kind}" for kind in EXPERIMENT_FIGURES)],
-    )
+    ) + expand("{results}/figures/{e}.png", results=RESULTS, e=CHECKS)
     if config["theory"]["enabled"]:
         inputs["theory"] = f"{RESULTS}/tables/theory_slopes.csv"
         inputs["theory_figure"] = f"{RESULTS}/figures/theory.png"
@@ -114,15 +125,17 @@ for chunk, chunk_cells in train_chunks(config).items():
                 config, find_cell(config, wildcards), chunk
             ),
             out=lambda wildcards: f"{RESULTS}/runs/{wildcards.experiment}/{wildcards.env}-d{wildcards.dim}/{wildcards.method}/b{wildcards.batch}_lr{wildcards.lr}",
-        threads: config["threads_per_job"]
+        # An experiment may reserve more cores than the config's threads_per_job (a robotics
+        # population with async vector envs runs a process per env).
+        threads: lambda wildcards: job_threads(config, wildcards.experiment)
         priority:
             # The longest jobs first (reengage/workflow.py: job_priority).
             lambda wildcards, chunk=chunk: job_priority(config, find_cell(config, wildcards), chunk)
         resources:
             # A rule per population has no stable name for --set-resources: the config's
-            # train_resources sets them for every training job.
-            mem_mb=config["train_resources"]["mem_mb"],
-            runtime=config["train_resources"]["runtime"],
+            # train_resources (or the experiment's own) sets them for every training job.
+            mem_mb=lambda wildcards: job_resources(config, wildcards.experiment)["mem_mb"],
+            runtime=lambda wildcards: job_resources(config, wildcards.experiment)["runtime"],
             # Options that change how a job runs, not what it computes (checkpointing,
             # wandb): resources rather than params, which Snakemake compares with the
             # finished jobs' and would retrain them for. Executors forward only numbers.
@@ -432,12 +445,14 @@ rule report:
             else ""
         ),
         ablations=f"--ablations {RESULTS}/tables/ablations" if ABLATIONS else "",
+        # Each experiment's note (its reduction) and reference-check threshold, quoted.
+        experiments=report_options(config),
     conda:
         ENV
     shell:
         "python -m reengage.analysis.report --tables {params.tables} "
         "--figures {params.figures} --out {output} {params.theory} {params.ablations} "
-        "> {log} 2>&1"
+        "{params.experiments} > {log} 2>&1"
 
 
 # Not part of the default target: minutes of benchmarking, one command away:

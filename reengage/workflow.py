@@ -23,7 +23,7 @@ import yaml
 
 from .config import ConfigError, TrainConfig, from_arguments, validate
 from .provenance import IMPORTED_PLUGINS
-from .registry import ENVS, METHODS
+from .registry import ENVS, METHODS, ROBOTICS_ENVS
 
 # Inside the package, so an installed wheel carries it (package-data in pyproject.toml).
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
@@ -66,11 +66,12 @@ def yaml_problem(error: Exception) -> str:
 
 
 def validate_config(config: dict[str, Any]) -> None:
-    """Schema first (unknown keys, types, ranges), then what a schema cannot say: steps for
-    every d, and every job the config plans, checked as `reengage train` checks the options
-    `train_arguments` writes for it, so that a config the workflow accepts never meets a
-    refusal from the command line, nor the other way round. Last, the baseline and the
-    ablations."""
+    """Schema first (unknown keys, types, ranges), then what a schema cannot say: a robotics
+    experiment's epochs (`resolve_epochs`, which writes its `steps` and `eval_every` into
+    `config`), steps for every d, and every job the config plans, checked as `reengage
+    train` checks the options `train_arguments` writes for it, so that a config the
+    workflow accepts never meets a refusal from the command line, nor the other way round.
+    Last, the baseline and the ablations."""
     normalize_config(config)
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -80,6 +81,7 @@ def validate_config(config: dict[str, Any]) -> None:
     import_plugins(config.get("plugins", []))
     for name, experiment in config["experiments"].items():
         where = f"experiments.{name}"
+        resolve_epochs(experiment, where)
         _require_every_dim(experiment["steps"], experiment["dims"], f"{where}.steps")
         for index, method in enumerate(experiment["methods"]):
             for key in ("batch_sizes", "lrs"):
@@ -125,8 +127,8 @@ def job_config(parser: argparse.ArgumentParser, config: dict[str, Any], cell: Ce
     (`reengage.cli.build_parser()`) with the `run_options` and threads the Snakefile adds.
     `config` has its defaults filled in."""
     command = ["train", *shlex.split(train_arguments(config, cell, seeds)),
-               *shlex.split(run_options(config)), "--threads", str(config["threads_per_job"]),
-               "--out", "-"]
+               *shlex.split(run_options(config)), "--threads",
+               str(job_threads(config, cell.experiment)), "--out", "-"]
     message = io.StringIO()
     try:
         with contextlib.redirect_stderr(message):  # argparse prints, then exits
@@ -263,7 +265,12 @@ def plugins_for(config: dict[str, Any], cell: Cell) -> list[str]:
 
 
 def apply_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """Fill in the schema's defaults (what snakemake.utils.validate does in the workflow)."""
+    """Fill in the schema's defaults (what snakemake.utils.validate does in the workflow),
+    after a robotics experiment's epochs became its steps and eval_every (`resolve_epochs`,
+    which `validate_config` runs first; here again for a config that skipped it)."""
+    for name, experiment in config["experiments"].items():
+        if is_robotics(experiment):
+            resolve_epochs(experiment, f"experiments.{name}")
     schema = load_schema()
 
     def fill(node: dict[str, Any], sub: dict[str, Any]) -> None:
@@ -416,7 +423,15 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
         f"--env {cell.env}", f"--dim {cell.dim}", f"--method {cell.method}",
         f"--batch-size {cell.batch}", f"--lr {format_number(cell.lr)}",
         f"--seeds {','.join(map(str, seeds))}", f"--steps {steps_for(exp, cell.dim)}",
-        f"--eval-every {exp['eval_every']}", f"--eval-episodes {exp['eval_episodes']}",
+        f"--eval-every {exp['eval_every']}",
+    ]
+    if is_robotics(exp):
+        # The Baselines loop tests `test_rollouts` rounds per epoch, explores from the first
+        # cycle and keeps Baselines' buffer: none of these options reaches it (the schema's
+        # defaults for them are filled in all the same, so they are left out here).
+        return " ".join([*options, *_c_plugins_settings(config, cell, exp)])
+    options += [
+        f"--eval-episodes {exp['eval_episodes']}",
         f"--learning-starts {exp['learning_starts']}", f"--buffer-size {exp['buffer_size']}",
     ]
     if cell.c is not None:
@@ -434,6 +449,152 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]
     options += exp["extra_args"]
     return " ".join(options)
+
+
+def _c_plugins_settings(config: dict[str, Any], cell: Cell, exp: dict[str, Any]) -> list[str]:
+    """A robotics job's --c, --plugin, --set and extra options. The settings that make an
+    epoch (`EPOCH_SETTINGS`) are always passed, the workflow's defaults where the config
+    leaves them out, so that the epoch the workflow checked steps against is the one the
+    job trains."""
+    options = [f"--c {format_number(cell.c)}"] if cell.c is not None else []
+    options += [f"--plugin {module}" for module in plugins_for(config, cell)]
+    method = method_entry(exp, cell.method)
+    settings = {**_dotted(EPOCH_SETTINGS), **_dotted(exp["settings"]),
+                **_dotted(method.get("settings", {}))}
+    options += [f"--set {shlex.quote(f'{key}={value}')}" for key, value in settings.items()]
+    return options + exp["extra_args"]
+
+
+# -- robotics: the Baselines regime, in epochs ------------------------------------------------
+EPOCH_SETTINGS = {"cycles": 50, "workers": 1, "envs_per_worker": 2}
+"""The settings that make a robotics epoch (cycles x workers x envs per worker episodes of T
+steps), with the workflow's defaults: Baselines' own for one MPI worker (50 cycles,
+`rollout_batch_size` 2). The paper ran 19 workers (config/paper.yaml sets them)."""
+# Experiment keys of the toy tasks' loop that the Baselines loop has no use for; what stands
+# in for each, said in the error.
+_NOT_ROBOTICS = {
+    "eval_episodes": "settings: {test_rollouts: N} (test rounds of one episode per env)",
+    "learning_starts": "nothing: the Baselines loop updates from the first cycle",
+    "buffer_size": "settings: {buffer_size: N} (per worker, as Baselines' buffer)",
+    "action_noise": "settings: {noise_eps: X, random_eps: Y}",
+    "inputs": "nothing: the networks see (observation, goal), as Baselines builds them",
+    "her_future": "nothing: the Baselines loop relabels as Baselines does",
+    "her_relabel": "nothing: the Baselines loop relabels as Baselines does",
+}
+
+
+def is_robotics(experiment: dict[str, Any]) -> bool:
+    """A gymnasium-robotics task (reengage.registry.ROBOTICS_ENVS): trained in the Baselines
+    regime, in epochs of cycles, rather than one update per env step."""
+    return experiment.get("env") in ROBOTICS_ENVS
+
+
+def epoch_settings(experiment: dict[str, Any]) -> dict[str, int]:
+    """cycles, workers, envs_per_worker of a robotics experiment (the workflow's defaults
+    where its `settings` leave them out)."""
+    settings = experiment.get("settings") or {}
+    return {key: settings.get(key, default) for key, default in EPOCH_SETTINGS.items()}
+
+
+def epoch_length(experiment: dict[str, Any]) -> int:
+    """Env steps of one member in one epoch: cycles x workers x envs per worker x T."""
+    settings = epoch_settings(experiment)
+    return (settings["cycles"] * settings["workers"] * settings["envs_per_worker"]
+            * int(ROBOTICS_ENVS[experiment["env"]].episode_steps))
+
+
+def _epoch_text(experiment: dict[str, Any]) -> str:
+    settings = epoch_settings(experiment)
+    return (f"an epoch of {experiment['env']} here is {settings['cycles']} cycles x "
+            f"{settings['workers']} workers x {settings['envs_per_worker']} envs per worker x "
+            f"{ROBOTICS_ENVS[experiment['env']].episode_steps} steps = "
+            f"{epoch_length(experiment):,} env steps")
+
+
+def resolve_epochs(experiment: dict[str, Any], where: str) -> None:
+    """Check a robotics experiment's schedule in whole epochs and write it as steps.
+
+    `epochs` (the unit of the paper's robotics figures) becomes `steps` = epochs x
+    `epoch_length`; `eval_every`, unset, becomes one epoch (Baselines tests after every
+    epoch). Steps and `eval_every` given in env steps must be whole epochs, and `eval_every`
+    must divide the steps. Keys the Baselines loop has no use for, and the epoch settings
+    set per method (every method of an experiment trains the same epochs), are refused.
+    Other experiments may not set `epochs`. Changes `experiment` in place."""
+    if not is_robotics(experiment):
+        if "epochs" in experiment:
+            raise ConfigError(f"{where}.epochs", f"only the robotics tasks "
+                              f"({', '.join(ROBOTICS_ENVS)}) train in epochs; "
+                              f"{experiment['env']} takes steps")
+        if "steps" not in experiment:
+            raise ConfigError(where, "'steps' is a required property")
+        return
+    for key, instead in _NOT_ROBOTICS.items():
+        if key in experiment:
+            raise ConfigError(f"{where}.{key}", f"{experiment['env']} trains in the Baselines "
+                              f"regime, which takes no {key}; use {instead}")
+    for index, method in enumerate(experiment["methods"]):
+        for key in EPOCH_SETTINGS:
+            if key in method.get("settings", {}):
+                raise ConfigError(f"{where}.methods.{index}.settings.{key}",
+                                  "set it for the whole experiment (its settings): every "
+                                  "method trains the same epochs")
+    for key, value in epoch_settings(experiment).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.settings.{key}",
+                              f"must be a positive integer (got {value!r})")
+    length = epoch_length(experiment)
+    if "epochs" in experiment:
+        steps = experiment["epochs"] * length
+        given = experiment.get("steps", steps)
+        if any(s != steps for s in (given.values() if isinstance(given, dict) else [given])):
+            raise ConfigError(f"{where}.steps", f"{given} is not the {experiment['epochs']} "
+                              f"epochs given ({steps:,} env steps: {_epoch_text(experiment)}); "
+                              "give one of epochs and steps")
+        experiment["steps"] = steps
+    elif "steps" not in experiment:
+        raise ConfigError(where, "a robotics experiment needs 'epochs' (or 'steps')")
+    experiment.setdefault("eval_every", length)
+    steps = experiment["steps"]
+    for key, value in (steps.items() if isinstance(steps, dict) else [(None, steps)]):
+        at = f"{where}.steps" + (f".{key}" if key is not None else "")
+        if value % length:
+            raise ConfigError(at, f"{value:,} env steps is not a whole number of epochs: "
+                              f"{_epoch_text(experiment)}")
+        if value % experiment["eval_every"]:
+            raise ConfigError(f"{where}.eval_every", f"{experiment['eval_every']:,} does not "
+                              f"divide the {value:,} steps")
+    if experiment["eval_every"] % length:
+        raise ConfigError(f"{where}.eval_every", f"{experiment['eval_every']:,} env steps is "
+                          f"not a whole number of epochs: {_epoch_text(experiment)} (leave "
+                          "eval_every out to test after every epoch, as Baselines does)")
+
+
+def report_options(config: dict[str, Any]) -> str:
+    """The report's options that come from the experiments: each one's note (a reduction,
+    stated beside it) and each reference check's threshold."""
+    options = []
+    for name, experiment in config["experiments"].items():
+        note = experiment.get("note", "")
+        if note:
+            options.append(f"--experiment-note {shlex.quote(f'{name}={note}')}")
+        check = experiment.get("reference_check")
+        if check:
+            options.append(f"--reference-check {name}={format_number(float(check['min_final']))}")
+    return " ".join(options)
+
+
+def job_threads(config: dict[str, Any], experiment: str) -> int:
+    """Cores a training job of `experiment` reserves (and its torch threads): the
+    experiment's own `threads_per_job`, else the config's."""
+    return int(config["experiments"][experiment].get("threads_per_job",
+                                                     config["threads_per_job"]))
+
+
+def job_resources(config: dict[str, Any], experiment: str) -> dict[str, int]:
+    """mem_mb and runtime of a training job of `experiment`: the experiment's own
+    `train_resources` over the config's."""
+    return {**config["train_resources"],
+            **config["experiments"][experiment].get("train_resources", {})}
 
 
 def run_options(config: dict[str, Any]) -> str:
@@ -518,6 +679,9 @@ def validate_ablations(config: dict[str, Any]) -> None:
 
 # Experiment keys compared per method, as they reach its jobs (a method may set its own).
 _PER_METHOD_KEYS = ("seeds", "batch_sizes", "lrs", "settings")
+# Experiment keys that change how its jobs run, or how the report reads them, not what they
+# compute.
+_HOW_A_JOB_RUNS = ("threads_per_job", "train_resources", "reference_check")
 
 
 def ablation_change(config: dict[str, Any], reference: str, ablated: str) -> str:
@@ -535,7 +699,7 @@ def ablation_change(config: dict[str, Any], reference: str, ablated: str) -> str
     schema = load_schema()["properties"]["experiments"]["additionalProperties"]["properties"]
     changes = []
     for key in schema:
-        if key in ("note", "methods", *_PER_METHOD_KEYS):
+        if key in ("note", "methods", *_PER_METHOD_KEYS, *_HOW_A_JOB_RUNS):
             continue
         old, new = _experiment_value(before, key), _experiment_value(after, key)
         if old != new:
