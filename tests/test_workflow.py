@@ -62,8 +62,12 @@ def test_default_dry_run_plans_one_job_per_population():
     assert counts["train_seeds_0_1_2_3_4"] == 6
     # goal sets: DDPG + Multi-ReenGAGE on DriveSeek, and the greedy agent on NoisySeek
     assert counts["train_seeds_0_1_2"] == 2 + 3
-    for rule in ("aggregate", "select", "figures", "stats", "runtime"):
-        assert counts[rule] == 3  # one per experiment
+    # the FetchReach reference check: DDPG+HER, one seed, two epochs
+    assert counts["train_seeds_0"] == 1
+    for rule in ("aggregate", "select", "figures"):
+        assert counts[rule] == 4  # one per experiment
+    for rule in ("stats", "runtime", "rliable_figures", "diagnostics"):
+        assert counts[rule] == 3  # the reference check compares no methods
     assert counts["report"] == 1
 
 
@@ -76,9 +80,12 @@ def test_paper_config_plans_the_full_grid():
     # TD3+HER) x (3 batch x 4 lr) x (20 seeds / 10 per job); its SAC grid: 3 d x 4 variants
     # (SAC+HER, 3 ReenGAGE c) x (7 batch x 5 lr) x one job of 10 seeds; DriveSeek: DDPG + 3
     # Multi-ReenGAGE c; NoisySeek: the same plus the greedy agent; BitFlip: 2 d x 15 variants
-    # (DQN+HER, 7 soft-target uses and τ x 2 c) x one job of 10 seeds.
-    assert train_jobs == 3 * 6 * 12 * 2 + 3 * 4 * 35 + 4 + 5 + 2 * 15
-    assert "train_seeds_0_1_2_3_4" not in counts  # the default grid is not merged in
+    # (DQN+HER, 7 soft-target uses and τ x 2 c) x one job of 10 seeds; HandReach and the
+    # block: DDPG+HER and 4 c each of ReenGAGE and Normalized ReenGAGE, one job of 5 seeds.
+    assert train_jobs == 3 * 6 * 12 * 2 + 3 * 4 * 35 + 4 + 5 + 2 * 15 + 2 * 9
+    assert counts["train_seeds_0_1_2_3_4"] == 2 * 9  # the robotics populations alone
+    # The default grid is not merged in: neither its goal sets nor its FetchReach check.
+    assert "train_seeds_0_1_2" not in counts and "train_seeds_0" not in counts
 
 
 def test_slurm_profile_dry_run():
@@ -472,11 +479,14 @@ def test_check_config_prints_jobs_and_seed_steps(capsys):
     assert main(["check-config", str(REPO / "config" / "paper.yaml")]) == 0
     # ContinuousSeek: 6 method variants x 12 cells x 20 seeds x (25k + 50k + 400k) steps, and
     # SAC's 4 variants x 35 cells x 10 seeds over the same steps; DriveSeek 4 and NoisySeek 5
-    # variants x 10 seeds x 160k steps; BitFlip 15 variants x 10 seeds x (200k + 1.6M) steps.
+    # variants x 10 seeds x 160k steps; BitFlip 15 variants x 10 seeds x (200k + 1.6M) steps;
+    # HandReach and the block 9 variants x 5 seeds x epochs x 50 cycles x 19 workers x 2
+    # envs x T (50 epochs of T = 50; 200 of T = 100).
     seed_steps = ((6 * 12 * 20 + 4 * 35 * 10) * (25_000 + 50_000 + 400_000)
-                  + (4 + 5) * 10 * 160_000 + 15 * 10 * (200_000 + 1_600_000))
+                  + (4 + 5) * 10 * 160_000 + 15 * 10 * (200_000 + 1_600_000)
+                  + 9 * 5 * 50 * 19 * 2 * (50 * 50 + 200 * 100))
     assert capsys.readouterr().out.strip().endswith(
-        f"valid; 891 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
+        f"valid; 909 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
 
 
 def _ablation_config() -> dict:
