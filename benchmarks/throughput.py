@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from reengage.analysis.runtime import PAPER_RATIO_RANGE
-from reengage.config import ConfigError, parse_settings
+from reengage.config import ConfigError, check_device, parse_settings
 
 CONTENDERS = ("gemm_ceiling", "sb3_ddpg_her", "ddpg_her", "reengage_her", "sac_her",
               "reengage_sac_her")
@@ -78,6 +79,8 @@ class Setting:
     """Extra settings of our learners (`--set`), e.g. {"fused_adam": False}; SB3 ignores them."""
     inputs: str = "sb3"
     """Our networks' input layout (`reengage train --inputs`); sb3 is what SB3's networks see."""
+    device: str = "cpu"
+    """Where every contender computes: both learners, SB3's networks and the GEMM ceiling."""
 
 
 # --------------------------------------------------------------------------------------
@@ -204,12 +207,22 @@ def _measure_gemm(task: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     n, reps = task["gemm_size"], task["gemm_reps"]
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    from reengage.run import resolve_device
+
+    device = resolve_device(task["setting"]["device"])
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+
+    def synchronize() -> None:  # a GPU product is only queued until the device is waited on
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     a @ b  # first call pays for thread start-up and workspace
+    synchronize()
     best = math.inf
     for _ in range(reps):
         start = time.perf_counter()
         a @ b
+        synchronize()
         best = min(best, time.perf_counter() - start)
     return {"seconds": best, "gflops": 2 * n**3 / best / 1e9}
 
@@ -243,7 +256,7 @@ def _measure_sb3(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         action_noise=NormalActionNoise(np.zeros(s.dim), s.action_noise * np.ones(s.dim)),
         learning_rate=s.lr, buffer_size=s.buffer_size, learning_starts=s.warmup,
         batch_size=s.batch_size, tau=s.tau, gamma=s.gamma, train_freq=1, gradient_steps=1,
-        policy_kwargs={"net_arch": list(s.hidden)}, device="cpu",
+        policy_kwargs={"net_arch": list(s.hidden)}, device=s.device,
         seed=1000 * task["repeat"] + task.get("process", 0),
         verbose=0,
     )
@@ -270,7 +283,7 @@ def _measure_ours(task: dict[str, Any], s: Setting) -> dict[str, Any]:
         c=s.c if task["contender"] in REENGAGE_BASELINES else None, batch_size=s.batch_size,
         lr=s.lr, eval_every=eval_every, eval_episodes=1, learning_starts=s.warmup,
         buffer_size=s.buffer_size, her_k=s.her_k, gamma=s.gamma, tau=s.tau,
-        action_noise=s.action_noise, threads=s.threads, device="cpu",
+        action_noise=s.action_noise, threads=s.threads, device=s.device,
         extra={"hidden": tuple(s.hidden), **s.learner_settings}, inputs=s.inputs,
     )
     validate(cfg)
@@ -335,6 +348,11 @@ def run_child(task: dict[str, Any]) -> dict[str, Any]:
         result = _measure_replay_memory(task, s)
     else:
         raise ValueError(f"unknown contender {kind!r}")
+    from reengage.run import resolve_device
+
+    device = resolve_device(s.device)
+    result["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                             else platform.processor() or platform.machine())
     return {**result, "peak_rss_mb": _peak_rss_mb(), "load_avg_1m": load,
             "torch_threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}
@@ -666,6 +684,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", choices=("sb3", "obs_goal"), default="sb3",
                    help="our networks' inputs (reengage train --inputs; default sb3, what "
                         "Stable-Baselines3's networks see)")
+    p.add_argument("--device", default="cpu",
+                   help="where every contender computes: cpu (default), cuda[:N] or auto "
+                   "(cuda where there is one); the environments stay on the host as in "
+                   "training")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p
 
@@ -692,12 +714,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         learner_settings = parse_settings(args.settings)
+        if args.device not in ("cpu", "auto") and not re.fullmatch(r"cuda(:\d+)?", args.device):
+            raise ConfigError("--device", f"must be cpu, cuda[:N] or auto (got {args.device!r})")
+        check_device(args.device)
     except ConfigError as error:
         print(f"throughput: {error}", file=sys.stderr)
         return 2
     setting = Setting(dim=args.dim, batch_size=args.batch_size, hidden=tuple(args.hidden),
                       c=args.c, warmup=args.warmup, threads=args.threads,
-                      learner_settings=learner_settings, inputs=args.inputs)
+                      learner_settings=learner_settings, inputs=args.inputs,
+                      device=args.device)
     rounds = plan(args.contenders, populations, steps, repeats, setting, args.gemm_size,
                   gemm_reps=3 if args.quick else 5)
     load_before = os.getloadavg()
@@ -735,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed_steps_per_s_max": None, "gflops_median": None, "peak_rss_mb": None,
         "threads": args.threads, "omp_wait_policy": args.omp_wait_policy,
         "learner_settings": learner_settings, "processes": args.processes,
-        "inputs": args.inputs,
+        "inputs": args.inputs, "device": args.device,
         "load_avg_before": list(load_before),
         "load_avg_after": list(load_after), "wall_time_s": time.time() - started,
         "cpu_count": os.cpu_count(), "machine": platform.machine(),

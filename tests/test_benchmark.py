@@ -123,6 +123,7 @@ def test_json_records_have_the_required_keys(tmp_path, capsys):
     assert status == 0
     records = json.loads(out.read_text())
     assert records[-1]["learner_settings"] == {"fused_adam": False}
+    assert records[-1]["device"] == "cpu"
     for record in records:
         assert REQUIRED <= record.keys()
     by_name = {(r["contender"], r["population"]): r for r in records}
@@ -162,6 +163,18 @@ def test_concurrent_processes_add_up():
 def test_bad_learner_setting_is_refused(capsys):
     assert BENCH["main"](["--set", "fused_adam"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "cuda0"])
+def test_a_malformed_device_is_refused(capsys, device):
+    assert BENCH["main"](["--device", device, "--quick"]) == 2
+    assert "--device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_is_refused_where_there_is_none(capsys):
+    assert BENCH["main"](["--device", "cuda", "--quick"]) == 2
+    assert "CUDA" in capsys.readouterr().err
 
 
 def test_ratios_to_sb3_are_taken_repeat_by_repeat():
