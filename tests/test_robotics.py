@@ -189,20 +189,8 @@ def test_a_population_member_trains_as_its_seed_alone():
     alone.close()
 
 
-@pytest.mark.slow
-def test_ddpg_her_solves_fetch_reach_within_two_epochs_on_one_worker(tmp_path):
-    """The reference check: Baselines' DDPG+HER solves FetchReach on one worker with one env
-    within a few epochs (its README's example trains 5000 steps, two epochs). Ours must reach
-    ≥ 0.9 test success (10 episodes) by the end of the second epoch, from 0 before training."""
-    run = BaselinesRun(BaselinesConfig(env="FetchReach", seeds=[0], epochs=2,
-                                       envs_per_worker=1))
-    try:
-        rows = run.run(tmp_path, quiet=True)[0]
-    finally:
-        run.close()
-    assert [row["step"] for row in rows] == [0, 2500, 5000]
-    assert rows[0]["success_rate"] < 0.5
-    assert max(row["success_rate"] for row in rows[1:]) >= 0.9
+# The reference learning check (FetchReach ≥ 0.9 by epoch 2 on one worker) runs through
+# `reengage train`: tests/test_robotics_train.py.
 
 
 def test_async_envs_collect_the_episodes_sync_envs_do():
