@@ -660,7 +660,7 @@ def _reported_only(part: Part) -> Part:
     """A part shown with its table but without a verdict (the paper states no claim)."""
     if part.verdict is not None:
         part.verdict = None
-        part.statement += " — reported, no verdict"
+        part.statement += " — see the table"
     return part
 
 
