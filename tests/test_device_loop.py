@@ -77,7 +77,8 @@ def test_the_step_reads_nothing_back_and_a_log_point_reads_once(tmp_path, compil
             modes.add(training.mode(step))
             training.run_step(training.mode(step))
         training.run_evaluation(None)
-    assert modes == {(True, False), (False, True)}
+    assert modes == {(True, True, False), (False, True, False), (True, False, True),
+                     (False, False, True)}
     assert int(training.updates) == 120 - 25 and int(training.replay.size) == 3
     # Storage was written in place, never re-allocated (what a captured graph needs).
     assert [t.data_ptr() for t in training.state_tensors()] == storage
@@ -198,8 +199,8 @@ def test_cuda_step_is_captured_once_per_mode_and_never_syncs(tmp_path):
         training.run_evaluation(None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert training.run_step.captures == 2 and set(training.run_step.graphs) == {
-        (True, False), (False, True)}
+    assert training.run_step.captures == 4 and set(training.run_step.graphs) == {
+        (True, True, False), (False, True, False), (True, False, True), (False, False, True)}
     assert int(training.updates) == 400 - 30 and int(training.replay.size) == 5
 
 
@@ -215,7 +216,7 @@ def test_cuda_graphs_compute_what_eager_steps_compute(tmp_path):
     for step in range(1, 301):
         graphed.run_step(graphed.mode(step))
         eager.run_step(eager.mode(step))
-    assert graphed.run_step.captures == 2
+    assert graphed.run_step.captures == 4
     for a, b in zip(graphed.learner.parameters(), eager.learner.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert torch.equal(graphed.replay.obs, eager.replay.obs) or torch.allclose(

@@ -50,15 +50,15 @@ def test_task_matches_the_numpy_env_given_the_same_goals_and_actions():
     assert compared == episodes * EPISODE_STEPS
 
 
-def test_masked_begin_starts_only_the_marked_episodes():
+def test_begin_starts_every_episode_afresh():
     task = SeekTask(2, 3, 2, "cpu")
-    task.step(torch.ones(2, 3, 2))
+    task.begin(torch.ones(2, 3, 2))
+    task.step(torch.ones(2, 3, 2))  # reaches the goal (1, 1)
+    task.step(torch.zeros(2, 3, 2))
+    assert task.reached.all() and task.elapsed.eq(2).all()
     goal = torch.full((2, 3, 2), 0.25)
-    old_goal = task.goal.clone()
-    task.begin(goal, torch.tensor(False))
-    assert task.elapsed.eq(1).all() and torch.equal(task.goal, old_goal)
-    task.begin(goal, torch.tensor(True))
-    assert task.elapsed.eq(0).all() and task.position.eq(0).all()
+    task.begin(goal)
+    assert task.elapsed.eq(0).all() and task.position.eq(0).all() and not task.reached.any()
     assert torch.equal(task.goal, goal)
 
 

@@ -2,11 +2,12 @@
 one device, composed here into one step and a short host loop.
 
 The step (act, env step, insert, sample, update) touches device tensors only; the host
-decides from its own step count which mode a step runs in (random actions before
-`learning_starts`, updates once an episode is complete and `learning_starts` is past), so
-the step needs no value from the device. Off CUDA the step runs eagerly; on CUDA it is a
-CUDA graph captured once per mode (reengage/device/graphs.py). The host reads the device
-once per log point (reengage/device/logger.py).
+decides from its own step count which mode a step runs in (an episode starts, random
+actions before `learning_starts`, updates once an episode is complete and `learning_starts`
+is past), so the step needs no value from the device; within a mode, what varies with the
+data (ring position, fill, episode completion) is a mask. Off CUDA the step runs eagerly;
+on CUDA it is a CUDA graph captured once per mode (reengage/device/graphs.py). The host
+reads the device once per log point (reengage/device/logger.py).
 
 Scope, for now: ContinuousSeek with ddpg_her or reengage_her, one update per env step. Not
 yet: checkpoints and resume, SIGTERM handling, cycles of updates, other tasks and methods
@@ -107,23 +108,24 @@ class DeviceTraining:
                 *self.replay.state_tensors(), *self.logger.state_tensors(),
                 self.step_count, self.episodes, self.updates, *self.learner.parameters()]
 
-    def mode(self, step: int) -> tuple[bool, bool]:
-        """(random actions, update) of step `step` (1-based), from host counts alone: as
-        the numpy loop, random actions up to `learning_starts`, updates after it once an
-        episode is complete."""
+    def mode(self, step: int) -> tuple[bool, bool, bool]:
+        """(episode starts, random actions, update) of step `step` (1-based), from host
+        counts alone: episodes are T steps in lockstep; as in the numpy loop, random
+        actions up to `learning_starts`, updates after it once an episode is complete.
+        Starting an episode is a mode rather than a mask because drawing goals is most of
+        an eager step's overhead on the CPU; on CUDA it costs one graph more per phase."""
         learning = step > self.cfg.learning_starts
-        return not learning, learning and step >= self.T
+        return step % self.T == 1 % self.T, not learning, learning and step >= self.T
 
-    def step(self, mode: tuple[bool, bool]) -> None:
+    def step(self, mode: tuple[bool, bool, bool]) -> None:
         """One env step of every member, and an update when `mode` says so. Device
         tensors only: no host copies, no branches on device values."""
-        random_actions, update = mode
+        starting, random_actions, update = mode
         cfg, task, replay, members = self.cfg, self.task, self.replay, self.members
-        starting = replay.t == 0  # the previous episode is complete (members in lockstep)
-        goal = task.draw_goals(self.streams, GOALS, self.episodes)
-        task.begin(goal, starting)
-        replay.start_episode(task.position[:, 0], task.goal[:, 0], starting)
-        self.episodes.add_(starting.to(torch.int64))
+        if starting:
+            task.begin(task.draw_goals(self.streams, GOALS, self.episodes))
+            replay.start_episode(task.position[:, 0], task.goal[:, 0])
+            self.episodes.add_(1)
         self.step_count.add_(1)
         if random_actions:
             u = self.streams.uniform(EXPLORATION, self.step_count, cfg.dim)
@@ -193,7 +195,7 @@ def train_on_device(cfg: TrainConfig, out: Path, progress: bool = True,
         for step in range(1, cfg.steps + 1):
             mode = training.mode(step)
             training.run_step(mode)
-            updates += mode[1]
+            updates += mode[2]
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 training.evaluate_and_log(step, updates)
                 bar.update(step - logged)

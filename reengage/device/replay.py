@@ -13,8 +13,8 @@ next_to_penultimate. What changes is where the state lives and how it moves:
   place in slot `cursor`, and the complete episodes are the `size` slots before it, so the
   oldest complete episode stays sampleable until the new one is complete, as in the numpy
   buffer, without a staging copy.
-* Ring position, fill and step within the episode are device scalars, updated with
-  `torch.where` rather than branches.
+* Ring position, fill and step within the episode are device scalars; completing an
+  episode advances the ring with `torch.where` masks rather than a branch.
 * Draws come from each member's counter stream (reengage/device/streams.py), keyed by the
   update count, with integer arithmetic for indices (the same bits on CPU and CUDA).
 """
@@ -108,20 +108,12 @@ class DeviceEpisodeReplay:
         """`[members]` flat observation rows of (member, cursor slot, step)."""
         return (self._member_slot + self.cursor) * (self.T + 1) + step
 
-    def start_episode(self, obs: torch.Tensor, desired: torch.Tensor,
-                      where: torch.Tensor | None = None) -> None:
+    def start_episode(self, obs: torch.Tensor, desired: torch.Tensor) -> None:
         """The first observation `[members, obs_dim]` and desired goal of the episode now
-        collected; with `where` (a bool scalar tensor) only where it is true."""
-        rows = self._rows(torch.zeros_like(self.t))
-        slots = self._member_slot + self.cursor
-        if where is not None:
-            obs = torch.where(where, obs, self._obs_rows.index_select(0, rows))
-            desired = torch.where(where, desired, self._desired_rows.index_select(0, slots))
-            self.t.masked_fill_(where, 0)
-        else:
-            self.t.zero_()
-        self._obs_rows.index_copy_(0, rows, obs)
-        self._desired_rows.index_copy_(0, slots, desired)
+        collected (in slot `cursor`)."""
+        self.t.zero_()
+        self._obs_rows.index_copy_(0, self._rows(self.t), obs)
+        self._desired_rows.index_copy_(0, self._member_slot + self.cursor, desired)
 
     def add_step(self, action: torch.Tensor, next_obs: torch.Tensor) -> None:
         """Store one step `[members, ...]`; the episode's T-th step completes it."""

@@ -4,8 +4,8 @@ The dynamics, reward, success flag and episode length are those of
 envs/continuous_seek.py (imported constants, float32 throughout, so given the same goals
 and actions the two give the same bits: tests/test_device_task.py). What differs is how an
 episode starts: the numpy vector env resets on request or one step after its end (gymnasium's
-next-step autoreset); here `begin` takes a mask, so a captured step can start episodes
-without a branch, and goals come from the member's counter stream keyed by episode number.
+next-step autoreset); here the caller, which knows the fixed episode length, calls `begin`,
+and goals come from the member's counter stream keyed by episode number.
 """
 
 from __future__ import annotations
@@ -46,20 +46,12 @@ class SeekTask:
         goal = (-BOUND + (2 * BOUND) * u).to(torch.float32)
         return goal.view(self.members, self.copies, self.dim)
 
-    def begin(self, goal: torch.Tensor, where: torch.Tensor | None = None) -> None:
-        """Start new episodes with `goal` `[members, copies, d]`; with `where` (a bool
-        tensor broadcast to `[members, copies]`), only where it is true."""
-        if where is None:
-            self.goal.copy_(goal)
-            self.position.zero_()
-            self.elapsed.zero_()
-            self.reached.zero_()
-            return
-        mask = where.expand(self.members, self.copies)
-        self.goal.copy_(torch.where(mask.unsqueeze(-1), goal, self.goal))
-        self.position.masked_fill_(mask.unsqueeze(-1), 0.0)
-        self.elapsed.masked_fill_(mask, 0)
-        self.reached.masked_fill_(mask, False)
+    def begin(self, goal: torch.Tensor) -> None:
+        """Start new episodes of every copy with `goal` `[members, copies, d]`."""
+        self.goal.copy_(goal)
+        self.position.zero_()
+        self.elapsed.zero_()
+        self.reached.zero_()
 
     def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Move by the clipped action; `(reward, truncated)` `[members, copies]`."""
