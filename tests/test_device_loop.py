@@ -169,6 +169,57 @@ def test_step_graphs_run_eagerly_off_cuda():
     assert calls == ["a", "b", "a", "a"] and runner.captures == 0 and not runner.graphs
 
 
+def test_step_graphs_warm_up_capture_once_and_replay(monkeypatch):
+    """The CUDA bookkeeping, on the CPU with stand-ins for torch.cuda's graph API: each mode
+    runs eagerly `warmup` times, is captured once (the capture runs the Python step; the
+    graph is then replayed for that same step), and is replayed from then on; later
+    captures share the first graph's memory pool."""
+    events = []
+    capturing = []
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def __init__(self):
+            self.mode = None
+
+        def replay(self):
+            events.append(("replay", self.mode))
+
+        def pool(self):
+            return ("pool of", self.mode)
+
+    @contextmanager
+    def capture(graph, pool=None):
+        capturing.append(pool)
+        yield
+        graph.mode = events[-1][1]
+        events[-1] = ("capture", graph.mode)
+        capturing.pop()
+
+    @contextmanager
+    def on_stream(stream):
+        yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", on_stream)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    pools = []
+    monkeypatch.setattr(torch.cuda, "graph",
+                        lambda graph, pool=None: (pools.append(pool), capture(graph, pool))[1])
+    runner = StepGraphs(lambda mode: events.append(("eager", mode)), torch.device("cuda"),
+                        warmup=2)
+    for mode in ["a", "a", "b", "a", "a", "b", "b", "a"]:
+        runner(mode)
+    assert events == [("eager", "a"), ("eager", "a"), ("eager", "b"), ("capture", "a"),
+                      ("replay", "a"), ("replay", "a"), ("eager", "b"), ("capture", "b"),
+                      ("replay", "b"), ("replay", "a")]
+    assert runner.captures == 2 and pools == [None, ("pool of", "a")]
+
+
 @pytest.mark.slow
 def test_ddpg_her_learns_continuous_seek_d2(tmp_path):
     """DDPG+HER, d = 2, default settings (256×256, batch 256, learning_starts 1000) on the
@@ -189,19 +240,27 @@ def test_ddpg_her_learns_continuous_seek_d2(tmp_path):
 @CUDA
 def test_cuda_step_is_captured_once_per_mode_and_never_syncs(tmp_path):
     """On CUDA: each mode is captured once (after its warm-up), whatever happens to the
-    buffer and episodes afterwards, and no step synchronises with the host."""
-    cfg = _config(device="cuda", steps=400, buffer_size=50, learning_starts=30)
+    buffer and episodes afterwards, and once captured no step or evaluation synchronises
+    with the host (torch's sync debug mode raises on any implicit synchronisation; capture
+    itself synchronises, so it is switched on after the captures)."""
+    cfg = _config(device="cuda", steps=400, buffer_size=50, learning_starts=50)
     training = _training(tmp_path, cfg)
+    for step in range(1, 201):
+        training.run_step(training.mode(step))
+    for _ in range(4):
+        training.run_evaluation(None)
+    assert training.run_step.captures == 4 and training.run_evaluation.captures == 1
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(1, 401):
+        for step in range(201, 401):
             training.run_step(training.mode(step))
         training.run_evaluation(None)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert training.run_step.captures == 4 and set(training.run_step.graphs) == {
         (True, True, False), (False, True, False), (True, False, True), (False, False, True)}
-    assert int(training.updates) == 400 - 30 and int(training.replay.size) == 5
+    assert int(training.updates) == 400 - 50 and int(training.replay.size) == 5
+    assert int(training.evaluator.count) == 5
 
 
 @CUDA
