@@ -19,7 +19,7 @@ from reengage.progress import LiveProgress
 from reengage.run import train
 
 WALL_CLOCK = ["wall_time_s", "updates_per_s"]
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def _config(**changes) -> TrainConfig:
@@ -238,7 +238,8 @@ def test_ddpg_her_learns_continuous_seek_d2(tmp_path):
     assert max(first) <= 0.1 and min(final) >= 0.8, (first, final)
 
 
-@CUDA
+@pytest.mark.gpu
+@needs_cuda
 def test_cuda_step_is_captured_once_per_mode_and_never_syncs(tmp_path):
     """On CUDA: each mode is captured once (after its warm-up), whatever happens to the
     buffer and episodes afterwards, and once captured no step or evaluation synchronises
@@ -264,7 +265,8 @@ def test_cuda_step_is_captured_once_per_mode_and_never_syncs(tmp_path):
     assert int(training.evaluator.count) == 5
 
 
-@CUDA
+@pytest.mark.gpu
+@needs_cuda
 def test_cuda_graphs_compute_what_eager_steps_compute(tmp_path):
     """Replaying captured steps gives the eager steps' results: the same kernels on the same
     data. Stated tolerance 1e-5 relative on the weights after 300 steps (kernels chosen
