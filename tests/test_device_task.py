@@ -81,6 +81,18 @@ def test_mix64_is_splitmix64():
     assert [int(x) & (2**64 - 1) for x in got] == [splitmix64(v) for v in values]
 
 
+def test_a_stream_is_splitmix64_from_the_members_key():
+    """Draw j at counter c is output c·2^32 + j of splitmix64 (the reference, agents/noise.py,
+    is its mixing function) seeded with the member's key for that purpose."""
+    streams = CounterStreams([4, 8], "cpu")
+    got = streams.bits(REPLAY, torch.tensor(3), 5)
+    for m in range(2):
+        key = int(streams.keys[m, REPLAY]) & (2**64 - 1)
+        expected = [splitmix64((key + (3 * 2**32 + j) * 0x9E3779B97F4A7C15) & (2**64 - 1))
+                    for j in range(5)]
+        assert [int(x) & (2**64 - 1) for x in got[m]] == expected
+
+
 def test_streams_are_per_member_and_counter_keyed():
     together = CounterStreams([5, 9, 11], "cpu")
     alone = CounterStreams([9], "cpu")

@@ -1,9 +1,10 @@
 """Per-member random streams that live on the device and need no generator object.
 
-Draw `j` of member `m` for purpose `p` at counter `c` is a pure function of
-`(key[m, p], c, j)`: SplitMix64's output function applied to a counter-derived state
-(SplitMix64 is itself a counter-based generator: state `i` is `seed + i·γ`). Why not one
-`torch.Generator` per member:
+Draw `j` of member `m` for purpose `p` at counter `c` is output number `c·2^32 + j` of
+SplitMix64 seeded with `key[m, p]`: SplitMix64 is itself counter-based (its state `i` is
+`seed + i·γ`, its output the mixing function of that state), so any output is one mix of
+one product away, and the blocks of 2^32 outputs that different counters own never overlap.
+Why not one `torch.Generator` per member:
 
 * A population draws for all members in one kernel instead of one launch per member and
   draw (1000 members × 4 draws a step would be 4000 launches).
@@ -48,6 +49,9 @@ def _signed(value: int) -> int:
 
 
 GAMMA, MIX1, MIX2 = _signed(_GAMMA), _signed(_MIX1), _signed(_MIX2)
+BLOCK = 2**32
+"""Outputs per counter value: counter c owns outputs c·2^32 … c·2^32 + 2^32 − 1."""
+BLOCK_GAMMA = _signed(BLOCK * _GAMMA)
 
 
 def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -77,11 +81,14 @@ class CounterStreams:
         self.members = len(seeds)
 
     def bits(self, purpose: int, counter: torch.Tensor, n: int) -> torch.Tensor:
-        """`[members, n]` 64-bit draws (int64 bits). `counter` is a device int64 tensor of
-        shape [] or [members]; the same (purpose, counter) gives the same numbers."""
-        base = mix64(self.keys[:, purpose] + counter * GAMMA)
+        """`[members, n]` 64-bit draws (int64 bits), n ≤ 2^32. `counter` is a device int64
+        tensor of shape [] or [members]; the same (purpose, counter) gives the same numbers."""
+        if n > BLOCK:
+            raise ValueError(f"at most {BLOCK} draws per counter, asked for {n}")
+        # State of output i is key + (i + 1)·γ, as splitmix64 advances before it mixes.
+        start = self.keys[:, purpose] + counter * BLOCK_GAMMA
         index = torch.arange(1, n + 1, dtype=torch.int64, device=self.keys.device) * GAMMA
-        return mix64(base.unsqueeze(-1) + index)
+        return mix64(start.unsqueeze(-1) + index)
 
     def bits32(self, purpose: int, counter: torch.Tensor, n: int) -> torch.Tensor:
         """`[members, n]` integers in [0, 2^32) (the high half of `bits`)."""
