@@ -185,3 +185,19 @@ def test_the_reduced_robotics_config_plans_its_jobs(tmp_path):
     assert "reengage train --env HandReach --dim 15 --method ddpg_her" in output
     assert "--set workers=1 --set envs_per_worker=2" in output
     assert "--experiment-note 'hand_reach=reduced:" in output
+
+
+@needs_robotics_training
+def test_the_default_runs_the_fetch_reach_check_and_tells_the_report(tmp_path):
+    result = _snakemake("-n", "-p", "--cores", "2", "--directory", str(tmp_path),
+                        "--configfile", str(REPO / "config" / "default.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # Two epochs of 50 cycles x 1 worker x 1 env x 50 steps, tested after each.
+    assert ("reengage train --env FetchReach --dim 3 --method ddpg_her --batch-size 256 "
+            "--lr 0.001 --seeds 0 --steps 5000 --eval-every 2500 --set cycles=50 "
+            "--set workers=1 --set envs_per_worker=1") in output
+    assert "--reference-check fetch_reach_check=0.9" in output
+    # A check compares no methods: no statistics of its own.
+    assert "results/tables/fetch_reach_check/stats.csv" not in output
+    assert "results/figures/fetch_reach_check.png" in output
