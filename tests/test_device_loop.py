@@ -145,6 +145,16 @@ def test_outputs_have_the_numpy_loops_shape(tmp_path):
     assert json.loads((tmp_path / "device" / "seed3" / "run.json").read_text()) == ours[0]
 
 
+def test_obs_goal_inputs_give_the_learner_the_observation_alone(tmp_path):
+    cfg = _config(inputs="obs_goal", steps=100, learning_starts=20, eval_every=50,
+                  extra={"hidden": (32, 32), "compile": False})
+    training = _training(tmp_path, cfg)
+    assert training.spec.obs_dim == cfg.dim and training.spec.goal_at is None
+    records = train_on_device(cfg, tmp_path / "run", False)
+    rows = pd.read_csv(tmp_path / "run" / "seed0" / "progress.csv")
+    assert records[0]["status"] == "finished" and rows["critic_loss"].notna().sum() == 2
+
+
 @pytest.mark.parametrize("change, option", [
     ({"env": "DriveSeek"}, "--env"),
     ({"method": "sac_her"}, "--method"),
