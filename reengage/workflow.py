@@ -112,7 +112,8 @@ def _validate_jobs(config: dict[str, Any]) -> None:
     parser = build_parser()
     for cell in cells(config):
         experiment = config["experiments"][cell.experiment]
-        for seeds in seed_chunks(seeds_of(experiment, cell.method), config["seeds_per_job"]):
+        for seeds in seed_chunks(seeds_of(experiment, cell.method),
+                                 seeds_per_job(config, cell.experiment)):
             try:
                 validate(job_config(parser, config, cell, seeds))
             except ConfigError as error:
@@ -383,7 +384,7 @@ def train_chunks(config: dict[str, Any]) -> dict[tuple[int, ...], dict[str, set[
     chunks: dict[tuple[int, ...], dict[str, set[str]]] = {}
     for cell in cells(config):
         seeds = seeds_of(config["experiments"][cell.experiment], cell.method)
-        for chunk in seed_chunks(seeds, config["seeds_per_job"]):
+        for chunk in seed_chunks(seeds, seeds_per_job(config, cell.experiment)):
             chunks.setdefault(chunk, {}).setdefault(cell.experiment, set()).add(cell.method_dir)
     return chunks
 
@@ -583,6 +584,13 @@ def report_options(config: dict[str, Any]) -> str:
     return " ".join(options)
 
 
+def seeds_per_job(config: dict[str, Any], experiment: str) -> int:
+    """Seeds of one cell trained as one population (one job) in `experiment`: its own
+    `seeds_per_job`, else the config's (a robotics seed alone can fill a node)."""
+    return int(config["experiments"][experiment].get("seeds_per_job",
+                                                     config["seeds_per_job"]))
+
+
 def job_threads(config: dict[str, Any], experiment: str) -> int:
     """Cores a training job of `experiment` reserves (and its torch threads): the
     experiment's own `threads_per_job`, else the config's."""
@@ -681,7 +689,7 @@ def validate_ablations(config: dict[str, Any]) -> None:
 _PER_METHOD_KEYS = ("seeds", "batch_sizes", "lrs", "settings")
 # Experiment keys that change how its jobs run, or how the report reads them, not what they
 # compute.
-_HOW_A_JOB_RUNS = ("threads_per_job", "train_resources", "reference_check")
+_HOW_A_JOB_RUNS = ("threads_per_job", "seeds_per_job", "train_resources", "reference_check")
 
 
 def ablation_change(config: dict[str, Any], reference: str, ablated: str) -> str:

@@ -227,6 +227,24 @@ def test_a_method_may_set_its_own_cells_and_seeds():
     assert not [f for f in files if "sb3_ddpg_her" in f and "seed2" in f]
 
 
+def test_an_experiment_may_set_its_own_seeds_per_job():
+    config = _per_method_config()
+    second = {**config["experiments"]["cs"], "seeds_per_job": 1,
+              "methods": [{"name": "ddpg_her"}]}
+    config["experiments"]["one_each"] = second
+    validate_config(config)
+    config = apply_defaults(config)
+    chunks = train_chunks(config)
+    # cs keeps the config's pairs; one_each trains every seed as its own job.
+    assert {chunk for chunk, experiments in chunks.items() if "cs" in experiments} == {
+        (0, 1), (2, 3)}
+    assert {chunk for chunk, experiments in chunks.items() if "one_each" in experiments} == {
+        (0,), (1,), (2,), (3,)}
+    config["experiments"]["one_each"]["seeds_per_job"] = 0
+    with pytest.raises(ConfigError, match="experiments.one_each.seeds_per_job"):
+        validate_config(config)
+
+
 @pytest.mark.parametrize("change, key", [
     (lambda m: m[0].update(batch_sizes={2: [64]}), "experiments.cs.methods.0.batch_sizes"),
     (lambda m: m[1].update(lrs=[-1.0]), "experiments.cs.methods.1.lrs"),
