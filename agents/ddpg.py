@@ -62,6 +62,11 @@ class DDPGConfig:
     """Normalised inputs are clipped to ±this (Baselines' `norm_clip`)."""
     normalizer_clip_input: float = 200.0
     """Raw inputs are clipped to ±this before normalising (Baselines' `clip_obs`)."""
+    simultaneous_steps: bool = False
+    """Take the actor's gradient from the critic as it was before this update's critic step
+    (Baselines computes both gradients in one session run, then applies both); false steps
+    the critic first and the actor against the updated critic, as Stable-Baselines3 does.
+    The critic's step never reads the online actor, so only the actor's step differs."""
     normalized_goal_gradient: bool = False
     """Normalized ReenGAGE (docs/paper.md §1, the release's `gradher_normalized`): each goal
     coordinate's squared gradient error is multiplied by σ_i², the goal normaliser's
@@ -217,6 +222,26 @@ class DDPG(nn.Module):
         normalize = self.state_normalizer
         return normalize(obs), normalize(next_obs), self.goal_normalizer(goal), scale
 
+    def _actor_update(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Actor: ascend Q (minus the action L2 term); only the actor's weights need
+        gradients here. Returns the actor loss per member."""
+        if self._by_hand:
+            actor_term = self._actor_step(
+                self.actor.net, self.critic.net, obs, goal, self.config.action_l2,
+                self.goal_at,
+            )
+        else:
+            pi = self.actor(obs, goal)
+            actor_term = -self.critic(obs, goal, pi).mean(dim=(1, 2))
+            if self.config.action_l2 > 0:
+                actor_term = actor_term + self.config.action_l2 * pi.pow(2).mean(dim=(1, 2))
+            actor_params = list(self.actor.parameters())
+            grads = torch.autograd.grad(actor_term.sum(), actor_params)
+            for p, grad in zip(actor_params, grads, strict=True):
+                p.grad = grad
+        self.actor_optimizer.step()
+        return actor_term
+
     def update(
         self,
         obs: torch.Tensor,
@@ -232,6 +257,8 @@ class DDPG(nn.Module):
         use_goal_gradient = c > 0
         obs, next_obs, goal, goal_scale = self._normalized(obs, next_obs, goal,
                                                            use_goal_gradient)
+        if self.config.simultaneous_steps:
+            actor_term = self._actor_update(obs, goal)
 
         # Critic: regress on the teacher's value and, for ReenGAGE, on its goal gradient.
         by_hand = self._by_hand
@@ -267,23 +294,8 @@ class DDPG(nn.Module):
             value_term = td_loss(q, target)
             (value_term + c * gradient_term).sum().backward()
         self.critic_optimizer.step()
-
-        # Actor: ascend Q; only the actor's weights need gradients here.
-        if by_hand:
-            actor_term = self._actor_step(
-                self.actor.net, self.critic.net, obs, goal, self.config.action_l2,
-                self.goal_at,
-            )
-        else:
-            pi = self.actor(obs, goal)
-            actor_term = -self.critic(obs, goal, pi).mean(dim=(1, 2))
-            if self.config.action_l2 > 0:
-                actor_term = actor_term + self.config.action_l2 * pi.pow(2).mean(dim=(1, 2))
-            actor_params = list(self.actor.parameters())
-            grads = torch.autograd.grad(actor_term.sum(), actor_params)
-            for p, grad in zip(actor_params, grads, strict=True):
-                p.grad = grad
-        self.actor_optimizer.step()
+        if not self.config.simultaneous_steps:
+            actor_term = self._actor_update(obs, goal)
 
         if self.config.target_update_every_step:
             self.update_targets()

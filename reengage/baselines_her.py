@@ -9,7 +9,9 @@ episodes, then takes `batches` gradient steps and one Polyak step of the targets
 (τ = 1 − polyak). Each epoch ends with deterministic test episodes whose success is
 `is_success` at their last step. The learner is agents/ddpg.py with 3×256 networks, action
 L2, the running normaliser, targets clipped to [−1/(1−γ), 0] (zero goal gradient where
-clipped) and γ = 1 − 1/T. The networks see (observation, goal), as Baselines builds them.
+clipped) and γ = 1 − 1/T; the actor's and the critic's gradients both come from the weights
+before the update, as Baselines computes them in one session run. The networks see
+(observation, goal), as Baselines builds them.
 ReenGAGE's `c` is the release's `grad_loss_weight`: its loss subtracts
 `w · reduce_mean(r · (∇_g target − ∇_g Q)²)` over batch and goal coordinates with r ∈ {−1, 0},
 which is `c · E[−r · mean_i Δ_i²]` (agents/losses.py `goal_gradient_loss`), i.e. α = c/d.
@@ -194,7 +196,7 @@ class BaselinesConfig:
             gamma=gamma, tau=1.0 - self.polyak, lr=self.lr, hidden=tuple(self.hidden),
             goal_gradient_coef=self.c, action_l2=self.action_l2,
             target_clip=(-1.0 / (1.0 - gamma), 0.0) if self.clip_return else None,
-            target_update_every_step=False, normalize_inputs=True,
+            target_update_every_step=False, simultaneous_steps=True, normalize_inputs=True,
             normalizer_eps=self.norm_eps, normalizer_clip=self.norm_clip,
             normalizer_clip_input=self.clip_obs,
             normalized_goal_gradient=self.normalized_goal_gradient, compile=self.compile,

@@ -241,6 +241,33 @@ def test_targets_move_only_when_the_loop_asks_and_by_tau():
         assert not torch.equal(p, q)
 
 
+@pytest.mark.parametrize("hand", [True, False])
+def test_simultaneous_steps_take_the_actor_gradient_from_the_critic_before_its_step(hand):
+    """Baselines computes the critic's and the actor's gradients in one session run: the
+    actor's step must be the one a learner whose critic did not move would take, the critic's
+    the same as in the sequential order (it never reads the online actor)."""
+    import copy
+
+    b = _batch(7)
+    simultaneous = _learner(hand=hand, simultaneous_steps=True)
+    sequential = copy.deepcopy(simultaneous)
+    sequential.config.simultaneous_steps = False
+    frozen_critic = copy.deepcopy(sequential)
+    frozen_critic.critic_optimizer.step = lambda: None  # its actor sees the critic as it was
+    for learner in (simultaneous, sequential, frozen_critic):
+        learner.update(**b)
+    for p, q in zip(simultaneous.actor.parameters(), frozen_critic.actor.parameters(),
+                    strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    for p, q in zip(simultaneous.critic.parameters(), sequential.critic.parameters(),
+                    strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    assert not all(torch.equal(p, q) for p, q in zip(simultaneous.actor.parameters(),
+                                                     sequential.actor.parameters(),
+                                                     strict=True))
+    assert BaselinesConfig().learner_config().simultaneous_steps
+
+
 # -- the loop's settings and exploration ------------------------------------------------------
 def test_the_regime_sets_baselines_learner_settings():
     cfg = BaselinesConfig(env="HandReach")
