@@ -206,6 +206,7 @@ def _check_config(args: argparse.Namespace) -> int:
         cells,
         seed_chunks,
         seeds_of,
+        seeds_per_job,
         steps_for,
         validate_config,
         yaml_problem,
@@ -232,7 +233,7 @@ def _check_config(args: argparse.Namespace) -> int:
     for cell in cells(config):
         experiment = config["experiments"][cell.experiment]
         seeds = seeds_of(experiment, cell.method)
-        jobs += len(seed_chunks(seeds, config["seeds_per_job"]))
+        jobs += len(seed_chunks(seeds, seeds_per_job(config, cell.experiment)))
         seed_steps += len(seeds) * steps_for(experiment, cell.dim)
     # The size before the cost: seed-steps, the unit the README's rates are measured in.
     print(f"{args.config}: valid; {jobs} training jobs, {seed_steps / 1e6:,.1f}M seed-steps")

@@ -81,11 +81,14 @@ def test_paper_config_plans_the_full_grid():
     # (SAC+HER, 3 ReenGAGE c) x (7 batch x 5 lr) x one job of 10 seeds; DriveSeek: DDPG + 3
     # Multi-ReenGAGE c; NoisySeek: the same plus the greedy agent; BitFlip: 2 d x 15 variants
     # (DQN+HER, 7 soft-target uses and τ x 2 c) x one job of 10 seeds; HandReach and the
-    # block: DDPG+HER and 4 c each of ReenGAGE and Normalized ReenGAGE, one job of 5 seeds.
-    assert train_jobs == 3 * 6 * 12 * 2 + 3 * 4 * 35 + 4 + 5 + 2 * 15 + 2 * 9
-    assert counts["train_seeds_0_1_2_3_4"] == 2 * 9  # the robotics populations alone
-    # The default grid is not merged in: neither its goal sets nor its FetchReach check.
-    assert "train_seeds_0_1_2" not in counts and "train_seeds_0" not in counts
+    # block: DDPG+HER and 4 c each of ReenGAGE and Normalized ReenGAGE, 5 jobs of one seed
+    # (the experiments' own seeds_per_job).
+    assert train_jobs == 3 * 6 * 12 * 2 + 3 * 4 * 35 + 4 + 5 + 2 * 15 + 2 * 9 * 5
+    for seed in range(5):  # the robotics jobs alone train one seed
+        assert counts[f"train_seeds_{seed}"] == 2 * 9
+    # The default grid is not merged in: neither its goal sets nor its FetchReach check (the
+    # total above counts every job).
+    assert "train_seeds_0_1_2" not in counts
 
 
 def test_slurm_profile_dry_run():
@@ -499,12 +502,13 @@ def test_check_config_prints_jobs_and_seed_steps(capsys):
     # SAC's 4 variants x 35 cells x 10 seeds over the same steps; DriveSeek 4 and NoisySeek 5
     # variants x 10 seeds x 160k steps; BitFlip 15 variants x 10 seeds x (200k + 1.6M) steps;
     # HandReach and the block 9 variants x 5 seeds x epochs x 50 cycles x 19 workers x 2
-    # envs x T (50 epochs of T = 50; 200 of T = 100).
+    # envs x T (50 epochs of T = 50; 200 of T = 100), one seed a job (9 x 5 x 2 = 90 jobs
+    # where 5-seed populations made 18).
     seed_steps = ((6 * 12 * 20 + 4 * 35 * 10) * (25_000 + 50_000 + 400_000)
                   + (4 + 5) * 10 * 160_000 + 15 * 10 * (200_000 + 1_600_000)
                   + 9 * 5 * 50 * 19 * 2 * (50 * 50 + 200 * 100))
     assert capsys.readouterr().out.strip().endswith(
-        f"valid; 909 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
+        f"valid; 981 training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
 
 
 def _ablation_config() -> dict:
