@@ -2,8 +2,9 @@
 # Every GPU check of the project in one run, for a bare GPU machine that has python3 with a
 # CUDA torch but no internet (issue: the GPU path). It lays the package out under a scratch
 # site folder, installs the pure-Python wheels that benchmarks/gpu_wheels.sh fetched into
-# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark and the throughput
-# benchmark with Stable-Baselines3 on the same GPU, and writes everything under $OUT:
+# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark (both methods) and
+# the throughput benchmark with Stable-Baselines3 on the same GPU, and writes everything under
+# $OUT:
 #   steps.tsv (each step's exit status and seconds), env.txt, nvidia-smi.txt, and per step
 #   its log and JSON. A failed step is recorded and the next one still runs.
 #
@@ -54,21 +55,31 @@ print("tf32 matmul", torch.backends.cuda.matmul.allow_tf32)
 PY
 cat env.txt
 
-step tests_gpu 240 python3 -m pytest -q -m gpu -p no:cacheprovider --rootdir "$repo" \
+# Limits sum to 9 minutes, so the whole script fits one 10-minute command.
+step tests_gpu 90 python3 -m pytest -q -m gpu -p no:cacheprovider --rootdir "$repo" \
   -c "$repo/pyproject.toml" "$repo/tests"
 
-if [ -f "$repo/benchmarks/device_loop.py" ]; then
-  if [ "$quick" = 1 ]; then populations=1,10; else populations=1,10,100,1000; fi
-  step device_loop 240 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
-    --populations "$populations" --json device_loop.json
+if [ "$quick" = 1 ]; then
+  populations=1,10; reengage=10; large=20
+else
+  populations=1,10,100; reengage=10,100; large=1000
 fi
+step device_loop_ddpg 150 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+  --method ddpg_her --populations "$populations" --repeats 2 --window 200 \
+  --json device_loop_ddpg.json
+step device_loop_large 60 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+  --method ddpg_her --loops device --populations "$large" --repeats 1 --window 200 \
+  --json device_loop_large.json
+step device_loop_reengage 90 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+  --method reengage_her --populations "$reengage" --repeats 2 --window 200 \
+  --json device_loop_reengage.json
 
 if [ "$quick" = 1 ]; then
   args=(--populations 1,10 --steps 300 --repeats 1)
 else
-  args=(--populations 1,10,100 --steps 2000 --repeats 2)
+  args=(--populations 1,10,100 --steps 1000 --repeats 2)
 fi
-step "throughput_$device" 300 python3 "$repo/benchmarks/throughput.py" --device "$device" \
+step "throughput_$device" 150 python3 "$repo/benchmarks/throughput.py" --device "$device" \
   --threads 4 --replay-steps 0 "${args[@]}" --json "throughput_$device.json"
 
 echo "== done; $out/steps.tsv:"
