@@ -68,7 +68,6 @@ stays finite) and its later rows are written as missing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import signal
 import sys
@@ -90,20 +89,16 @@ from reengage.envs.robotics import batched_reward, require_robotics
 
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
-from .paths import checkpoint_path, member_dir
+from .paths import checkpoint_path, member_dir, seeds_text
 from .progress import (
-    DONE_STATUSES,
-    PARTIAL_NAME,
-    POLICY_NAME,
     PROGRESS_COLUMNS,
     PROGRESS_NAME,
-    RECORD_NAME,
     RUNNING,
     LiveProgress,
     ProgressListener,
     active_listeners,
     atomic_write,
-    evaluation_line,
+    progress_csv,
 )
 from .registry import ROBOTICS_ENVS, ROBOTICS_METHODS
 from .run import RunInterrupted, _optimizers, seed_record
@@ -552,7 +547,8 @@ class BaselinesRun:
                           f"({time.time() - started:.0f} s)", flush=True)
         if out is not None:
             for seed, seed_rows in zip(cfg.seeds, rows, strict=True):
-                atomic_write(member_dir(out, seed) / PROGRESS_NAME, progress_csv(seed_rows))
+                atomic_write(member_dir(out, seed) / PROGRESS_NAME,
+                             progress_csv(seed_rows, COLUMNS))
         return rows
 
     def cycle(self, meter: _Meter) -> dict[str, torch.Tensor]:
@@ -628,60 +624,13 @@ class _Meter:
         self.update_s = float(state["update_s"])
 
 
-def progress_csv(rows: list[dict[str, float]]) -> str:
-    """reengage.progress.progress_csv's format with the `epoch` column after the others."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else repr(v)
-                         for k, v in row.items()})
-    return buffer.getvalue()
-
-
 class EpochProgress(LiveProgress):
-    """reengage.progress.LiveProgress (run.json, the partial file, the listeners, a line per
-    test), writing progress files with the `epoch` column."""
+    """reengage.progress.LiveProgress with the `epoch` column, and the epoch in each line."""
 
-    def started(self, records: list[dict[str, Any]], rows: dict[int, list[dict]]) -> None:
-        for record in records:
-            seed = record["seed"]
-            directory = member_dir(self.out, seed)
-            for name in (PROGRESS_NAME, POLICY_NAME):
-                (directory / name).unlink(missing_ok=True)
-            if rows.get(seed):
-                atomic_write(directory / PARTIAL_NAME, progress_csv(rows[seed]))
-            else:
-                (directory / PARTIAL_NAME).unlink(missing_ok=True)
-            atomic_write(directory / RECORD_NAME, json.dumps(record, indent=2) + "\n")
-            for listener in self.listeners:
-                listener.seed_started(record, list(rows.get(seed, [])))
-        step = records[0]["step"] if records else 0
-        self._say(f"resumed at step {step}/{self.steps}" if step else
-                  f"started, {self.steps} steps")
+    columns = COLUMNS
 
-    def evaluated(self, step: int, rows: dict[int, list[dict]]) -> None:
-        for seed, seed_rows in rows.items():
-            atomic_write(member_dir(self.out, seed) / PARTIAL_NAME, progress_csv(seed_rows))
-            for listener in self.listeners:
-                listener.evaluated(seed, seed_rows[-1])
-        last = [r[-1] for r in rows.values()]
-        self._say(f"epoch {int(last[0]['epoch'])}, " + evaluation_line(step, self.steps, last))
-
-    def ended(self, records: list[dict[str, Any]], rows: dict[int, list[dict]]) -> None:
-        for record in records:
-            directory = member_dir(self.out, record["seed"])
-            done = record["status"] in DONE_STATUSES
-            if done:
-                atomic_write(directory / PROGRESS_NAME, progress_csv(rows[record["seed"]]))
-            atomic_write(directory / RECORD_NAME, json.dumps(record, indent=2) + "\n")
-            if done:
-                (directory / PARTIAL_NAME).unlink(missing_ok=True)
-            for listener in self.listeners:
-                listener.seed_ended(record)
+    def evaluation_text(self, step: int, last: list[dict[str, float]]) -> str:
+        return f"epoch {int(last[0]['epoch'])}, " + super().evaluation_text(step, last)
 
 
 class RoboticsTraining:
@@ -701,7 +650,7 @@ class RoboticsTraining:
         self.resumes: list[dict[str, Any]] = []
         self.elapsed_before, self.started = 0.0, time.time()
         self._stop_signal: int | None = None
-        seeds = ("seeds " if len(cfg.seeds) > 1 else "seed ") + ",".join(map(str, cfg.seeds))
+        seeds = seeds_text(cfg.seeds)
         self.live = EpochProgress(out, f"{cfg.env} {cfg.method} {seeds}", cfg.steps,
                                   lines=not progress, listeners=listeners)
 

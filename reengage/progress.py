@@ -66,9 +66,11 @@ def atomic_write(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def progress_csv(rows: Sequence[Row]) -> str:
+def progress_csv(rows: Sequence[Row], columns: Sequence[str] = PROGRESS_COLUMNS) -> str:
+    """The rows as CSV with `columns` (a loop may log more than PROGRESS_COLUMNS, e.g. the
+    robotics loop's `epoch`); a NaN is an empty cell."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PROGRESS_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if isinstance(v, float) and math.isnan(v) else repr(v)
@@ -114,7 +116,10 @@ def active_listeners() -> tuple[ProgressListener, ...]:
 
 class LiveProgress:
     """One process's live outputs for its seeds: run.json and the partial file per seed,
-    a line per evaluation when `lines`, and the listeners."""
+    a line per evaluation when `lines`, and the listeners. A loop that logs more columns
+    sets `columns` and may say more per evaluation by overriding `evaluation_text`."""
+
+    columns: Sequence[str] = PROGRESS_COLUMNS
 
     def __init__(self, out: Path, label: str, steps: int, lines: bool,
                  listeners: Sequence[ProgressListener] = ()):
@@ -134,7 +139,7 @@ class LiveProgress:
             for name in (PROGRESS_NAME, POLICY_NAME):
                 (directory / name).unlink(missing_ok=True)
             if rows.get(seed):
-                atomic_write(directory / PARTIAL_NAME, progress_csv(rows[seed]))
+                atomic_write(directory / PARTIAL_NAME, progress_csv(rows[seed], self.columns))
             else:
                 (directory / PARTIAL_NAME).unlink(missing_ok=True)
             atomic_write(directory / RECORD_NAME, json.dumps(record, indent=2) + "\n")
@@ -147,10 +152,15 @@ class LiveProgress:
     def evaluated(self, step: int, rows: dict[int, list[Row]]) -> None:
         """Every seed of `rows` was just evaluated at `step` (its last row)."""
         for seed, seed_rows in rows.items():
-            atomic_write(member_dir(self.out, seed) / PARTIAL_NAME, progress_csv(seed_rows))
+            atomic_write(member_dir(self.out, seed) / PARTIAL_NAME,
+                         progress_csv(seed_rows, self.columns))
             for listener in self.listeners:
                 listener.evaluated(seed, seed_rows[-1])
-        self._say(evaluation_line(step, self.steps, [r[-1] for r in rows.values()]))
+        self._say(self.evaluation_text(step, [r[-1] for r in rows.values()]))
+
+    def evaluation_text(self, step: int, last: list[Row]) -> str:
+        """The line printed for an evaluation at `step`, from each seed's `last` row."""
+        return evaluation_line(step, self.steps, last)
 
     def ended(self, records: list[dict[str, Any]], rows: dict[int, list[Row]]) -> None:
         """Final run.json of each seed; progress.csv first unless it was interrupted."""
@@ -158,7 +168,8 @@ class LiveProgress:
             directory = member_dir(self.out, record["seed"])
             done = record["status"] in DONE_STATUSES
             if done:
-                atomic_write(directory / PROGRESS_NAME, progress_csv(rows[record["seed"]]))
+                atomic_write(directory / PROGRESS_NAME,
+                             progress_csv(rows[record["seed"]], self.columns))
             atomic_write(directory / RECORD_NAME, json.dumps(record, indent=2) + "\n")
             if done:
                 (directory / PARTIAL_NAME).unlink(missing_ok=True)
