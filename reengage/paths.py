@@ -41,6 +41,16 @@ def _runs(seeds: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def seeds_text(seeds: list[int]) -> str:
+    """`seed 3`, `seeds 0,1` or `seeds 0-999`: the seeds for a log line, runs of three or
+    more in the CLI's range syntax, so a large population's lines stay short."""
+    parts = []
+    for first, last in _runs(seeds):
+        parts += ([f"{first}-{last}"] if last - first >= 2
+                  else [str(s) for s in range(first, last + 1)])
+    return ("seeds " if len(seeds) > 1 else "seed ") + ",".join(parts)
+
+
 def checkpoint_path(out: Path, seeds: list[int]) -> Path:
     """Outside every declared output, and named by population: several populations (jobs)
     of one grid cell share `out`. The name stays short for any number of seeds."""

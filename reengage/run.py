@@ -36,7 +36,7 @@ from reengage.agents.replay import EpisodeReplay
 from .allocator import retain_freed_memory
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
-from .paths import checkpoint_path, member_dir
+from .paths import checkpoint_path, member_dir, seeds_text
 from .policy import learner_fields, member_weights, policy_document, save_policy
 from .progress import (
     POLICY_NAME,
@@ -287,7 +287,7 @@ class PopulationRun:
         self.started = time.time()
         self.updates_since_log, self.last_log_time = 0, self.started
         self._stop_signal: int | None = None
-        seeds = ("seeds " if self.members > 1 else "seed ") + ",".join(map(str, cfg.seeds))
+        seeds = seeds_text(cfg.seeds)
         self.live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds}",
                                  cfg.steps, lines=not progress, listeners=listeners)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from reengage.paths import LONGEST_SEED_LABEL, checkpoint_path, seed_label
+from reengage.paths import LONGEST_SEED_LABEL, checkpoint_path, seed_label, seeds_text
 
 
 def test_short_populations_keep_their_plain_names():
@@ -42,3 +42,10 @@ def test_different_populations_never_share_a_name():
     ]
     labels = [seed_label(p) for p in populations]
     assert len(set(labels)) == len(populations)
+
+
+def test_log_lines_name_large_populations_by_ranges():
+    assert seeds_text([3]) == "seed 3"
+    assert seeds_text([0, 1]) == "seeds 0,1"
+    assert seeds_text(list(range(1000))) == "seeds 0-999"
+    assert seeds_text([0, 1, 2, 5, 7, 8, 9, 10]) == "seeds 0-2,5,7-10"

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from reengage.config import ConfigError, TrainConfig, validate
-from reengage.paths import member_dir
+from reengage.paths import member_dir, seeds_text
 from reengage.policy import learner_fields, member_weights, policy_document, save_policy
 from reengage.progress import POLICY_NAME, RUNNING, LiveProgress, ProgressListener
 from reengage.registry import METHODS, LearnerSpec
@@ -185,7 +185,7 @@ def train_on_device(cfg: TrainConfig, out: Path, progress: bool = True,
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    seeds = ("seeds " if len(cfg.seeds) > 1 else "seed ") + ",".join(map(str, cfg.seeds))
+    seeds = seeds_text(cfg.seeds)
     live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds} (device loop)",
                         cfg.steps, lines=not progress, listeners=listeners)
     training = DeviceTraining(cfg, device, live)
