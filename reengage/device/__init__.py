@@ -1,4 +1,4 @@
-"""Device-resident training (DESIGN.md "On a GPU"): the task, the replay buffer with HER
+"""Device-resident training (docs/design.md "On a GPU"): the task, the replay buffer with HER
 sampling, exploration and evaluation as tensors on one device, composed with the
 population learner (agents/ddpg.py) by a short driver that reads the device only at log
 points and, on CUDA, replays each step as a CUDA graph.
