@@ -101,7 +101,7 @@ from .progress import (
     progress_csv,
 )
 from .registry import ROBOTICS_ENVS, ROBOTICS_METHODS
-from .run import RunInterrupted, _optimizers, seed_record
+from .run import RunInterrupted, _optimizers, first_non_finite, seed_record
 
 LOSSES = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
 COLUMNS = [*PROGRESS_COLUMNS, "epoch"]
@@ -717,19 +717,12 @@ class RoboticsTraining:
         cycle's updates) or parameters stopped being finite is recorded as diverged at this
         step, with the first such quantity."""
         names = [k for k in LOSSES if k in losses]
-        values = np.stack([losses[k].cpu().numpy() for k in names])
-        finite_parameters = self.run_.finite_members()
-        for m in range(self.run_.M):
-            if m in self.diverged:
-                continue
-            bad = [i for i in range(len(names)) if not np.isfinite(values[i, m])]
-            if bad:
-                quantity, value = names[bad[0]], str(float(values[bad[0], m]))
-            elif not finite_parameters[m]:
-                quantity, value = "parameters", "non-finite"
-            else:
-                continue
-            self.diverged[m] = {"step": self.step, "quantity": quantity, "value": value}
+        bad = first_non_finite(names, np.stack([losses[k].cpu().numpy() for k in names]))
+        for m in np.flatnonzero(~self.run_.finite_members()):
+            bad.setdefault(int(m), ("parameters", "non-finite"))
+        for m, (quantity, value) in sorted(bad.items()):
+            if m not in self.diverged:
+                self.diverged[m] = {"step": self.step, "quantity": quantity, "value": value}
 
     def _test(self, bar: tqdm) -> None:
         self.run_._record(self.rows, self.epoch, self.meter, self.started, self.elapsed_before,

@@ -217,6 +217,16 @@ def seed_record(cfg: TrainConfig, seed: int, status: str, *, device: torch.devic
     return record
 
 
+def first_non_finite(names: list[str], values: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Members whose `values` (`[quantities, members]`, in the order of `names`) hold a
+    non-finite number: member -> (its first such quantity, that value as text)."""
+    found = {}
+    for m in np.flatnonzero(~np.isfinite(values).all(axis=0)):
+        first = int(np.flatnonzero(~np.isfinite(values[:, m]))[0])
+        found[int(m)] = (names[first], str(float(values[first, m])))
+    return found
+
+
 class PopulationRun:
     """The state of one population's training, and the loop that advances it."""
 
@@ -412,17 +422,12 @@ class PopulationRun:
         """A member whose losses or Q-values stop being finite is recorded as diverged at
         this step. Members are independent, so the others train on unaffected; its later
         evaluations are written as missing."""
-        names = list(values)
-        stacked = torch.stack([values[k] for k in names])
-        finite = torch.isfinite(stacked)
-        if bool(finite.all()):
+        stacked = torch.stack(list(values.values()))
+        if bool(torch.isfinite(stacked).all()):
             return
-        for m in torch.nonzero(~finite.all(dim=0)).flatten().tolist():
-            if m in self.diverged:
-                continue
-            first = int(torch.nonzero(~finite[:, m])[0])
-            quantity, value = names[first], float(stacked[first, m])
-            self.diverged[m] = {"step": self.step, "quantity": quantity, "value": str(value)}
+        for m, (quantity, value) in first_non_finite(list(values), stacked.cpu().numpy()).items():
+            if m not in self.diverged:
+                self.diverged[m] = {"step": self.step, "quantity": quantity, "value": value}
 
     def _log(self, bar: tqdm) -> None:
         success, mean_return = self.evaluate(self.learner)
