@@ -101,7 +101,7 @@ from .progress import (
     progress_csv,
 )
 from .registry import ROBOTICS_ENVS, ROBOTICS_METHODS
-from .run import RunInterrupted, _optimizers, first_non_finite, seed_record
+from .run import RunInterrupted, first_non_finite, learner_optimizers, seed_record
 
 LOSSES = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
 COLUMNS = [*PROGRESS_COLUMNS, "epoch"]
@@ -769,7 +769,8 @@ class RoboticsTraining:
         return {
             "epoch": self.epoch, "cycle": self.cycle,
             "learner": learner.state_dict(),
-            "optimizers": {name: opt.state_dict() for name, opt in _optimizers(learner)},
+            "optimizers": {name: opt.state_dict()
+                           for name, opt in learner_optimizers(learner)},
             "replay": self.run_.replay.state_dict(),
             "streams": [{name: ([g.bit_generator.state for g in rng] if isinstance(rng, list)
                                 else rng.bit_generator.state)
@@ -785,7 +786,7 @@ class RoboticsTraining:
         self.epoch, self.cycle = int(state["epoch"]), int(state["cycle"])
         learner = self.run_.learner
         learner.load_state_dict(state["learner"])
-        for name, opt in _optimizers(learner):
+        for name, opt in learner_optimizers(learner):
             opt.load_state_dict(state["optimizers"][name])
         self.run_.replay.load_state_dict(as_numpy(state["replay"]))
         for stream, saved in zip(self.run_.streams, state["streams"], strict=True):

@@ -34,6 +34,8 @@ def fingerprint(config: dict[str, Any]) -> str:
         # No cycles: one update per env step, as before the cycle settings existed;
         # cycle_updates then has no effect either.
         ignored |= {"cycle_episodes", "cycle_updates"}
+    if config.get("loop", "numpy") == "numpy":  # the only loop before `loop` existed
+        ignored.add("loop")
     relevant = {k: v for k, v in config.items() if k not in ignored}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

@@ -16,6 +16,7 @@ from .config import (
     HER_FUTURES,
     HER_RELABELS,
     INPUT_LAYOUTS,
+    TRAINING_LOOPS,
     ConfigError,
     check_machine,
     check_out_dir,
@@ -108,6 +109,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="torch threads (default: torch's; 1 on a robotics task)")
     p.add_argument("--device", default="auto",
                    help="auto (cuda when present; cpu on a robotics task), cpu or cuda")
+    p.add_argument("--loop", default="numpy", choices=TRAINING_LOOPS,
+                   help="numpy (default): environments in numpy, networks on --device; "
+                   "device: task, replay, exploration and evaluation as tensors on --device "
+                   "(CUDA graphs on a GPU; ContinuousSeek with ddpg_her or reengage_her; "
+                   "other random streams, so other curves for one seed)")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--checkpoint-every", type=int, default=10_000,
                    help="env steps between checkpoints of the whole population (default "

@@ -25,6 +25,12 @@ INPUT_LAYOUTS = ("sb3", "obs_goal")
 in sorted order as Stable-Baselines3's MultiInputPolicy concatenates them and the paper's
 runs saw them; `obs_goal` is (observation, desired goal), this harness's inputs before."""
 
+TRAINING_LOOPS = ("numpy", "device")
+"""Which loop trains a population: `numpy` (reengage/run.py: environments in numpy, the
+networks on --device) or `device` (reengage/device: task, replay, exploration and
+evaluation as tensors on --device, captured as CUDA graphs on a GPU; its random streams
+differ from the numpy loop's, so one seed gives different curves in the two)."""
+
 
 class ConfigError(ValueError):
     """Bad user input. `option` names the offending flag or key path."""
@@ -62,6 +68,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     checkpoint_every: int = 10_000
+    loop: str = "numpy"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,7 +135,7 @@ def from_arguments(args: Any) -> TrainConfig:
         her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
         inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
         threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
-        extra=parse_settings(args.settings),
+        loop=args.loop, extra=parse_settings(args.settings),
     )
 
 
@@ -201,7 +208,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--her-k", f"must be >= 0 (got {cfg.her_k})")
     for option, value, allowed in (("--her-future", cfg.her_future, HER_FUTURES),
                                    ("--her-relabel", cfg.her_relabel, HER_RELABELS),
-                                   ("--inputs", cfg.inputs, INPUT_LAYOUTS)):
+                                   ("--inputs", cfg.inputs, INPUT_LAYOUTS),
+                                   ("--loop", cfg.loop, TRAINING_LOOPS)):
         if value not in allowed:
             raise ConfigError(option, f"must be one of {', '.join(allowed)} (got {value!r})")
     if not 0 <= cfg.gamma <= 1:
@@ -216,6 +224,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {cfg.device!r})")
     if not cfg.seeds:
         raise ConfigError("--seeds", "no seed given")
+    if cfg.loop == "device":
+        from .device.driver import check_supported  # torch: device-loop runs only
+
+        check_supported(cfg)
 
 
 def _validate_robotics(cfg: TrainConfig) -> None:
@@ -240,6 +252,9 @@ def _validate_robotics(cfg: TrainConfig) -> None:
         raise ConfigError("--threads", f"must be >= 1 (got {cfg.threads})")
     if cfg.device not in ("auto", "cpu") and not _CUDA_DEVICE.match(cfg.device):
         raise ConfigError("--device", f"must be auto, cpu or cuda[:N] (got {cfg.device!r})")
+    if cfg.loop != "numpy":
+        raise ConfigError("--loop", f"{cfg.env} trains in the Baselines regime's own loop "
+                          f"(got --loop {cfg.loop})")
     from .baselines_her import baselines_config  # torch and the learner: robotics runs only
 
     baselines_config(cfg)
@@ -416,6 +431,8 @@ def check_memory(cfg: TrainConfig, available: int | None = None) -> None:
     """Refuse, before anything is allocated, a run whose replay and evaluation alone need more
     memory than this machine has: numpy would fail after seconds of work, or, under Linux's
     overcommit, the run would be killed once the buffer fills, hours in."""
+    if cfg.loop == "device" and _training_device(cfg).startswith("cuda"):
+        return  # replay and evaluation live on the GPU: check_device_memory judges them
     available = machine_memory_bytes() if available is None else available
     if available is None:
         return
@@ -432,6 +449,73 @@ def check_memory(cfg: TrainConfig, available: int | None = None) -> None:
                       f"and this machine has {_size(available)}: {members} seed(s) at once x "
                       f"(replay {_size(replay)} + evaluation {_size(evaluation)}) at --dim "
                       f"{cfg.dim}; lower --buffer-size, --eval-episodes, --dim or --seeds")
+
+
+DDPG_DEFAULT_HIDDEN = (256, 256)
+"""agents/ddpg.py DDPGConfig.hidden (kept here so a config check needs no torch import)."""
+NETWORK_COPIES = 5
+"""Copies of every online weight a DDPG-family learner keeps: the weight, its target, its
+gradient and Adam's two moments."""
+
+
+def network_bytes_per_member(cfg: TrainConfig) -> int:
+    """A lower bound of what one member's actor and critic hold on the device loop's device
+    (weights, targets, gradients, Adam moments; not the update's activations). The inputs
+    are the networks' (reengage/device/driver.py): achieved goal (under `inputs: sb3`),
+    observation and desired goal, and the action for the critic."""
+    obs, achieved, goal, action = space_widths(cfg.env, cfg.dim)
+    hidden = tuple(cfg.extra.get("hidden", DDPG_DEFAULT_HIDDEN))
+    state = obs + (achieved if cfg.inputs == "sb3" else 0)
+
+    def weights(width_in: int, width_out: int) -> int:
+        widths = (width_in, *hidden, width_out)
+        return sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+
+    per_copy = weights(state + goal, action) + weights(state + goal + action, 1)
+    return NETWORK_COPIES * per_copy * FLOAT32_BYTES
+
+
+def _training_device(cfg: TrainConfig) -> str:
+    """`--device` as training will resolve it (auto: cuda when present)."""
+    if cfg.device != "auto":
+        return cfg.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cuda_free_bytes(device: str) -> int | None:
+    """Free memory of CUDA `device` now (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    index = int(device.partition(":")[2] or 0)
+    return int(torch.cuda.mem_get_info(index)[0])
+
+
+def check_device_memory(cfg: TrainConfig, available: int | None = None) -> None:
+    """The device loop keeps the whole population on its device: refuse, before anything is
+    allocated there, a population whose replay and networks alone exceed the device's free
+    memory, saying how many members would fit. Only for `loop: device` on CUDA (on the CPU,
+    `check_memory` judges the host's memory)."""
+    device = _training_device(cfg)
+    if cfg.loop != "device" or not device.startswith("cuda"):
+        return
+    available = cuda_free_bytes(device) if available is None else available
+    if available is None:
+        return
+    replay, networks = replay_bytes_per_member(cfg), network_bytes_per_member(cfg)
+    members = len(cfg.seeds)
+    needed = members * (replay + networks)
+    if needed <= available:
+        return
+    fit = available // (replay + networks)
+    raise ConfigError("--seeds", f"{members} members need at least {_size(needed)} on "
+                      f"{device} and it has {_size(available)} free: replay "
+                      f"{_size(replay)} + networks {_size(networks)} per member, so at most "
+                      f"{fit} fit; split --seeds over several runs, or lower --buffer-size "
+                      "(it need not exceed --steps)")
 
 
 def check_device(device: str) -> None:
@@ -455,6 +539,7 @@ def check_machine(cfg: TrainConfig) -> None:
     so that a workflow config is judged the same on a login node as on the cluster."""
     check_device(cfg.device)
     check_memory(cfg)
+    check_device_memory(cfg)
 
 
 def check_out_dir(out: Path) -> None:

@@ -486,7 +486,8 @@ class PopulationRun:
         return {
             "step": self.step,
             "learner": learner.state_dict() if isinstance(learner, torch.nn.Module) else {},
-            "optimizers": {name: opt.state_dict() for name, opt in _optimizers(learner)},
+            "optimizers": {name: opt.state_dict()
+                           for name, opt in learner_optimizers(learner)},
             "replay": self.replay.state_dict(),
             "env": self.env.get_state(),
             "eval_env": self.evaluate.env.get_state(),
@@ -505,7 +506,7 @@ class PopulationRun:
         self.step = int(state["step"])
         if isinstance(self.learner, torch.nn.Module):
             self.learner.load_state_dict(state["learner"])
-        for name, opt in _optimizers(self.learner):
+        for name, opt in learner_optimizers(self.learner):
             opt.load_state_dict(state["optimizers"][name])
         self.replay.load_state_dict(as_numpy(state["replay"]))
         self.env.set_state(as_numpy(state["env"]))
@@ -526,7 +527,8 @@ class PopulationRun:
         self.started = self.last_log_time = time.time()
 
 
-def _optimizers(learner: Learner) -> list[tuple[str, torch.optim.Optimizer | PopulationAdam]]:
+def learner_optimizers(
+        learner: Learner) -> list[tuple[str, torch.optim.Optimizer | PopulationAdam]]:
     """The optimisers a learner owns, found by attribute so methods need no extra API."""
     return sorted(((name, value) for name, value in vars(learner).items()
                    if isinstance(value, torch.optim.Optimizer | PopulationAdam)),
@@ -539,7 +541,8 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
     """Train (or resume) the population of `cfg.seeds`; write `out/seed<k>/progress.csv`,
     `policy.pt` and `run.json` (live: reengage/progress.py). A robotics env
     (ROBOTICS_ENVS) trains in the Baselines regime (reengage/baselines_her.py
-    `train_robotics`: no policy.pt, an `epoch` column); a method with a `runner` in it.
+    `train_robotics`: no policy.pt, an `epoch` column); `loop: device` in the device loop
+    (reengage/device/driver.py); a method with a `runner` in it.
     Returns the per-member records (the contents of run.json). `progress` shows a bar,
     else a line per evaluation; `listeners` (e.g. reengage.tracking.WandbTracker) hear every
     evaluation as it happens.
@@ -552,6 +555,11 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
         retain_freed_memory()
         with listening(listeners):
             return train_robotics(cfg, out, progress)
+    if cfg.loop == "device":  # task, replay and evaluation as tensors (reengage/device)
+        from .device.driver import train_on_device
+
+        retain_freed_memory()
+        return train_on_device(cfg, out, progress, tuple(listeners), step_hook)
     runner = METHODS[cfg.method].runner
     if runner is not None:  # an independent implementation with a loop of its own
         with listening(listeners):

@@ -5,7 +5,9 @@ check-config refuses a workflow config exactly when `reengage train` would refus
 import math
 import os
 import shlex
+import tempfile
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +154,44 @@ def test_memory_check_counts_seeds_and_names_the_cause():
     with pytest.raises(ConfigError) as error:
         check_memory(cfg, available=needed // 2)
     assert error.value.option == "--seeds" and "100 seed(s)" in str(error.value)
+
+
+@pytest.mark.parametrize("inputs", ["sb3", "obs_goal"])
+def test_network_bytes_count_what_a_learner_holds(inputs):
+    """The device memory check's per-member network bytes equal a built learner's: its
+    online weights five times over (weights, targets, gradients, two Adam moments)."""
+    from reengage.config import network_bytes_per_member
+    from reengage.device.driver import DeviceTraining
+    from reengage.progress import LiveProgress
+
+    cfg = TrainConfig(env="ContinuousSeek", dim=4, method="reengage_her", c=0.1, seeds=[0],
+                      steps=100, inputs=inputs, device="cpu", loop="device",
+                      extra={"hidden": (32, 16), "compile": False})
+    live = LiveProgress(Path(tempfile.mkdtemp()), "test", cfg.steps, lines=False)
+    learner = DeviceTraining(cfg, torch.device("cpu"), live).learner
+    online = sum(p.numel() for p in [*learner.actor.parameters(), *learner.critic.parameters()])
+    targets = sum(p.numel() for p in [*learner.actor_target.parameters(),
+                                       *learner.critic_target.parameters()])
+    assert targets == online
+    assert network_bytes_per_member(cfg) == 5 * online * 4
+
+
+def test_device_loop_memory_check_says_how_many_members_fit():
+    from reengage.config import check_device_memory, network_bytes_per_member
+
+    cfg = TrainConfig(env="ContinuousSeek", dim=20, method="reengage_her", c=0.1,
+                      seeds=list(range(1000)), steps=400_000, buffer_size=400_000,
+                      device="cuda", loop="device")
+    member = replay_bytes_per_member(cfg) + network_bytes_per_member(cfg)
+    check_device_memory(cfg, available=1000 * member)
+    with pytest.raises(ConfigError) as error:
+        check_device_memory(cfg, available=999 * member + 1)
+    assert error.value.option == "--seeds" and "at most 999 fit" in str(error.value)
+    # Only the device loop on CUDA keeps the population on the GPU.
+    check_device_memory(replace(cfg, loop="numpy"), available=1)
+    check_device_memory(replace(cfg, device="cpu"), available=1)
+    # ... and then the host's memory is not its replay's.
+    check_memory(cfg, available=1)
 
 
 @pytest.mark.parametrize("env, dim, method, c", [

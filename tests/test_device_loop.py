@@ -135,7 +135,8 @@ def test_outputs_have_the_numpy_loops_shape(tmp_path):
     theirs = train(cfg, tmp_path / "numpy", False)
     assert ours[0].keys() == theirs[0].keys()
     assert ours[0]["status"] == theirs[0]["status"] == "finished"
-    assert ours[0]["config"] == theirs[0]["config"]
+    assert ours[0]["config"] == {**theirs[0]["config"], "loop": "device"}
+    assert theirs[0]["config"]["loop"] == "numpy"
     files = {p.name for p in (tmp_path / "device" / "seed3").iterdir()}
     assert files == {p.name for p in (tmp_path / "numpy" / "seed3").iterdir()}
     a = pd.read_csv(tmp_path / "device" / "seed3" / "progress.csv")

@@ -9,29 +9,44 @@ data (ring position, fill, episode completion) is a mask. Off CUDA the step runs
 on CUDA it is a CUDA graph captured once per mode (reengage/device/graphs.py). The host
 reads the device once per log point (reengage/device/logger.py).
 
+Checkpoints: all state is tensors and the random streams are counters, so a checkpoint can
+fall after any step (every `checkpoint_every` steps, and after the step in flight when
+SIGTERM or SIGINT arrives); it is loaded into the same tensors in place before the first
+step, and a resumed run continues bit for bit on the CPU.
+
 Scope, for now: ContinuousSeek with ddpg_her or reengage_her, one update per env step. Not
-yet: checkpoints and resume, SIGTERM handling, cycles of updates, other tasks and methods
-(the numpy loop, reengage/run.py, trains those). The random streams differ from the numpy
+yet: cycles of updates, other tasks and methods (the numpy loop, reengage/run.py, trains
+those). The random streams differ from the numpy
 loop's (reengage/device/streams.py), so the two loops give different curves for one seed;
 the initial weights are the same networks.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from reengage.checkpoint import load_checkpoint, save_checkpoint
 from reengage.config import ConfigError, TrainConfig, validate
-from reengage.paths import member_dir, seeds_text
+from reengage.paths import checkpoint_path, member_dir, seeds_text
 from reengage.policy import learner_fields, member_weights, policy_document, save_policy
 from reengage.progress import POLICY_NAME, RUNNING, LiveProgress, ProgressListener
 from reengage.registry import METHODS, LearnerSpec
-from reengage.run import MemberStreams, resolve_device, seed_record
+from reengage.run import (
+    MemberStreams,
+    RunInterrupted,
+    StepHook,
+    learner_optimizers,
+    resolve_device,
+    seed_record,
+)
 
 from .evaluator import DeviceEvaluator
 from .graphs import StepGraphs
@@ -153,18 +168,51 @@ class DeviceTraining:
             self.updates.add_(1)
             self.logger.add(values, self.step_count)
 
+    def checkpointed_tensors(self) -> list[torch.Tensor]:
+        """The tensors a checkpoint holds besides the learner's: the task, the buffer, the
+        logger's sums, the counters that drive every random stream."""
+        task = self.task
+        return [task.position, task.goal, task.elapsed, task.reached,
+                *self.replay.state_tensors(), *self.logger.state_tensors(),
+                self.step_count, self.episodes, self.updates, self.evaluator.count]
+
+    def state_dict(self) -> dict[str, Any]:
+        logger = self.logger
+        return {
+            "learner": self.learner.state_dict(),
+            "optimizers": {name: opt.state_dict()
+                           for name, opt in learner_optimizers(self.learner)},
+            "tensors": [t.detach().cpu() for t in self.checkpointed_tensors()],
+            "rows": logger.rows,
+            "diverged": {str(m): v for m, v in logger.diverged.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint into the existing tensors (copied in place, so storage a
+        captured graph would use stays where it is)."""
+        self.learner.load_state_dict(state["learner"])
+        for name, opt in learner_optimizers(self.learner):
+            opt.load_state_dict(state["optimizers"][name])
+        tensors = self.checkpointed_tensors()
+        if len(state["tensors"]) != len(tensors):
+            raise ValueError("checkpoint holds a different set of device-loop tensors")
+        for tensor, saved in zip(tensors, state["tensors"], strict=True):
+            tensor.copy_(saved)
+        self.logger.rows = state["rows"]
+        self.logger.diverged = {int(m): v for m, v in state["diverged"].items()}
+
     def evaluate_and_log(self, step: int, updates: int) -> None:
         self.run_evaluation(None)
         evaluator = self.evaluator
         self.logger.log(step, evaluator.successes, evaluator.return_sums, evaluator.episodes,
                         updates)
 
-    def records(self, status: str, step: int, started: float) -> list[dict[str, Any]]:
-        now = time.time()
+    def records(self, status: str, step: int, wall_time_s: float,
+                resumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [seed_record(
             self.cfg, seed, status, device=self.device, step=step,
-            replay_bytes=self.replay.nbytes // self.members, wall_time_s=now - started,
-            finished_at=now, resumes=[], diverged=self.logger.diverged.get(m),
+            replay_bytes=self.replay.nbytes // self.members, wall_time_s=wall_time_s,
+            finished_at=time.time(), resumes=resumes, diverged=self.logger.diverged.get(m),
             learner=self.learner) for m, seed in enumerate(self.cfg.seeds)]
 
     def save_policies(self, out: Path, records: list[dict[str, Any]]) -> None:
@@ -175,39 +223,106 @@ class DeviceTraining:
                         policy_document("population", record, fields, weights))
 
 
+class DeviceRun:
+    """The host side of a device-loop run: resume, the step loop, log points, checkpoints
+    and signals, and the files at the end."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, progress: bool,
+                 listeners: tuple[ProgressListener, ...], step_hook: StepHook | None):
+        self.cfg, self.out, self.progress, self.step_hook = cfg, out, progress, step_hook
+        self.device = resolve_device(cfg.device)
+        seeds = seeds_text(cfg.seeds)
+        self.live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds} (device "
+                                 "loop)", cfg.steps, lines=not progress, listeners=listeners)
+        self.training = DeviceTraining(cfg, self.device, self.live)
+        self.step, self.updates_since_log = 0, 0
+        self.resumes: list[dict[str, Any]] = []
+        self.elapsed_before, self.started = 0.0, time.time()
+        self._stop_signal: int | None = None
+
+    def wall_time(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def save(self, path: Path) -> int:
+        state = {"step": self.step, "updates_since_log": self.updates_since_log,
+                 "resumes": self.resumes, "elapsed": self.wall_time(),
+                 "training": self.training.state_dict()}
+        return save_checkpoint(path, state, self.cfg.to_dict())
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, self.cfg.to_dict())
+        self.training.load_state_dict(state["training"])
+        self.step = int(state["step"])
+        self.updates_since_log = int(state["updates_since_log"])
+        self.resumes = [*state["resumes"], {"from_step": self.step, "at": time.time()}]
+        self.elapsed_before = float(state["elapsed"])
+        self.started = time.time()
+        # The logger's wall-clock column continues from the interrupted process's.
+        self.training.logger.started = self.started - self.elapsed_before
+
+    def run(self) -> list[dict[str, Any]]:
+        cfg, training = self.cfg, self.training
+        ckpt = checkpoint_path(self.out, cfg.seeds)
+        if ckpt.exists():
+            self.load(ckpt)
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", file=sys.stderr,
+                   disable=not self.progress, mininterval=2.0,
+                   desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{len(cfg.seeds)}")
+        try:
+            self.live.started(self.records(RUNNING), training.logger.rows_by_seed())
+            if self.step == 0:
+                training.evaluate_and_log(0, 0)
+            while self.step < cfg.steps:
+                self.step += 1
+                mode = training.mode(self.step)
+                training.run_step(mode)
+                self.updates_since_log += mode[2]
+                bar.update(1)
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                    training.evaluate_and_log(self.step, self.updates_since_log)
+                    self.updates_since_log = 0
+                if self.step_hook is not None:
+                    self.step_hook(self.step, training.learner)
+                if self._stop_signal is not None:
+                    self.save(ckpt)
+                    self.live.ended(self.records("interrupted"), training.logger.rows_by_seed())
+                    raise RunInterrupted(self.step, self._stop_signal)
+                every = cfg.checkpoint_every
+                if every > 0 and self.step % every == 0 and self.step < cfg.steps:
+                    self.save(ckpt)
+            records = self.records("finished")
+            training.save_policies(self.out, records)
+            self.live.ended(records, training.logger.rows_by_seed())
+        finally:
+            bar.close()
+            self.live.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        # The checkpoint goes only once every seed's files say finished.
+        ckpt.unlink(missing_ok=True)
+        if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
+            ckpt.parent.rmdir()
+        return records
+
+    def records(self, status: str) -> list[dict[str, Any]]:
+        return self.training.records(status, self.step, self.wall_time(), self.resumes)
+
+    def _on_signal(self, signal_number: int, frame: Any) -> None:
+        # All state is tensors: the checkpoint follows the step in flight.
+        self._stop_signal = signal_number
+
+
 def train_on_device(cfg: TrainConfig, out: Path, progress: bool = True,
-                    listeners: tuple[ProgressListener, ...] = ()) -> list[dict[str, Any]]:
-    """Train the population of `cfg.seeds` on `cfg.device` with the device-resident loop;
-    write `out/seed<k>/progress.csv`, `policy.pt` and `run.json` as reengage.run.train
-    does. Returns the per-member records (run.json's contents)."""
+                    listeners: tuple[ProgressListener, ...] = (),
+                    step_hook: StepHook | None = None) -> list[dict[str, Any]]:
+    """Train (or resume from its checkpoint) the population of `cfg.seeds` on `cfg.device`
+    with the device-resident loop; write `out/seed<k>/progress.csv`, `policy.pt` and
+    `run.json` as reengage.run.train does. Returns the per-member records (run.json's
+    contents); raises RunInterrupted after checkpointing on SIGTERM or SIGINT."""
+    cfg = replace(cfg, loop="device")  # run.json and the checkpoint say which loop ran
     validate(cfg)
-    check_supported(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    seeds = seeds_text(cfg.seeds)
-    live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds} (device loop)",
-                        cfg.steps, lines=not progress, listeners=listeners)
-    training = DeviceTraining(cfg, device, live)
-    started = time.time()
-    bar = tqdm(total=cfg.steps, unit="step", file=sys.stderr, disable=not progress,
-               mininterval=2.0, desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{len(cfg.seeds)}")
-    try:
-        live.started(training.records(RUNNING, 0, started), {})
-        training.evaluate_and_log(0, 0)
-        updates, logged = 0, 0
-        for step in range(1, cfg.steps + 1):
-            mode = training.mode(step)
-            training.run_step(mode)
-            updates += mode[2]
-            if step % cfg.eval_every == 0 or step == cfg.steps:
-                training.evaluate_and_log(step, updates)
-                bar.update(step - logged)
-                updates, logged = 0, step
-        records = training.records("finished", cfg.steps, started)
-        training.save_policies(out, records)
-        live.ended(records, training.logger.rows_by_seed())
-    finally:
-        bar.close()
-        live.close()
-    return records
+    return DeviceRun(cfg, out, progress, tuple(listeners), step_hook).run()
