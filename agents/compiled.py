@@ -7,7 +7,9 @@ process (seconds; `DDPG.prepare` makes that call before training) and needs a wo
 compiler on CPU (Triton on a GPU); where it fails, the learner warns once and carries on
 with the eager function, which computes the same loss. Compiled and eager results differ
 only in float32 rounding, and a population member still equals its seed alone bitwise
-(tests/test_hand_gradients.py, tests/test_compiled.py).
+(tests/test_hand_gradients.py, tests/test_compiled.py), also in a packed population, whose
+per-member c enter as a tensor made outside the graph (`hand_gradients.member_weights`,
+tests/test_packed_learner.py).
 """
 
 from __future__ import annotations

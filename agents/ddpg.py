@@ -8,6 +8,8 @@ Stable-Baselines3's DDPG (TD3 with one critic, no target smoothing, policy delay
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -98,8 +100,26 @@ class _GoalConditioned(nn.Module):
         return self.net(network_input(state, goal, self.goal_at, *rest))
 
 
+def _per_member(name: str, values: Sequence[float] | None, members: int,
+                positive: bool) -> tuple[float, ...] | None:
+    """`values` as a tuple of floats, checked: one per member, finite, positive (or not
+    negative)."""
+    if values is None:
+        return None
+    values = tuple(float(v) for v in values)
+    if len(values) != members:
+        raise ValueError(f"{name} needs one value per member ({members}), got {len(values)}")
+    if not all(math.isfinite(v) and (v > 0 if positive else v >= 0) for v in values):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '≥ 0'}, "
+                         f"got {values}")
+    return values
+
+
 class DDPG(nn.Module):
-    """A population of `members` DDPG learners updated by one batched computation."""
+    """A population of `members` DDPG learners updated by one batched computation. Members
+    may differ in learning rate and ReenGAGE's c (`member_lrs`, `member_cs`: a packed grid,
+    one population holding a slice of a hyperparameter grid); each member still equals,
+    bitwise on the CPU, the same seed trained in a population of its own lr and c."""
 
     def __init__(
         self,
@@ -110,20 +130,46 @@ class DDPG(nn.Module):
         config: DDPGConfig,
         generators: list[torch.Generator],
         goal_at: int | None = None,
+        member_lrs: Sequence[float] | None = None,
+        member_cs: Sequence[float] | None = None,
     ):
         """`obs_dim` is the width of the state the learner is given; the desired goal enters
         the networks' input before state column `goal_at` (default: after the whole state).
         With the state `(achieved goal, observation)` and `goal_at` = the achieved goal's
-        width, the input is Stable-Baselines3's `(achieved, desired, observation)`."""
+        width, the input is Stable-Baselines3's `(achieved, desired, observation)`.
+
+        `member_lrs` and `member_cs` give each member its own learning rate and c (None:
+        every member has the config's `lr`, `goal_gradient_coef`). The c of one population
+        are all 0 or all > 0: DDPG members are packed apart from ReenGAGE members."""
         super().__init__()
         if len(generators) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(generators)}")
+        lrs = _per_member("member_lrs", member_lrs, members, positive=True)
+        cs = _per_member("member_cs", member_cs, members, positive=False)
+        if cs is not None and 0.0 in cs and max(cs) > 0:
+            raise ValueError(
+                f"member_cs {cs} mixes c = 0 with c > 0: pack DDPG members (c = 0) apart from "
+                "ReenGAGE members, because c = 0 inside a ReenGAGE pack would pay the double "
+                "backward and would not be bitwise equal to DDPG alone")
+        if lrs is not None and len(set(lrs)) > 1 and not config.fused_adam:
+            raise ValueError("member_lrs that differ need fused_adam: the unfused optimiser "
+                             "has one learning rate for every member")
         goal_at = obs_dim if goal_at is None else goal_at
         if not 0 <= goal_at <= obs_dim:
             raise ValueError(f"goal_at must be in [0, {obs_dim}], got {goal_at}")
         if config.normalized_goal_gradient and not config.normalize_inputs:
             raise ValueError("normalized_goal_gradient needs normalize_inputs")
         self.config, self.members, self.goal_at = config, members, goal_at
+        self.member_lrs: tuple[float, ...] = lrs or (config.lr,) * members
+        """Each member's learning rate."""
+        self.member_cs: tuple[float, ...] = cs or (config.goal_gradient_coef,) * members
+        """Each member's ReenGAGE coefficient c."""
+        self.use_goal_gradient = all(c > 0 for c in self.member_cs)
+        """ReenGAGE's goal-gradient term is trained (every c > 0); false is plain DDPG."""
+        # One c for every member is a Python float, as before packing; per-member c become
+        # tensors made at the first update of each shape (`_coefficient`).
+        self._c: float | None = self.member_cs[0] if len(set(self.member_cs)) == 1 else None
+        self._member_c: dict[tuple, torch.Tensor] = {}
         self.state_normalizer: RunningNormalizer | None = None
         self.goal_normalizer: RunningNormalizer | None = None
         if config.normalize_inputs:
@@ -141,8 +187,9 @@ class DDPG(nn.Module):
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         fused = config.fused_adam
-        self.actor_optimizer = PopulationAdam(self.actor.parameters(), config.lr, fused)
-        self.critic_optimizer = PopulationAdam(self.critic.parameters(), config.lr, fused)
+        lr = lrs or config.lr
+        self.actor_optimizer = PopulationAdam(self.actor.parameters(), lr, fused)
+        self.critic_optimizer = PopulationAdam(self.critic.parameters(), lr, fused)
         self._online = list(self.actor.parameters()) + list(self.critic.parameters())
         self._target = list(self.actor_target.parameters()) + list(
             self.critic_target.parameters()
@@ -171,9 +218,9 @@ class DDPG(nn.Module):
                                device=parameter.device)
 
         obs, goal, reward = zeros(obs_dim), zeros(goal_dim), zeros()
-        c = self.config.goal_gradient_coef
+        c = self._coefficient(obs, closed_form=True)
         target, target_dq_dg = zeros(1), None
-        if c > 0:
+        if self.use_goal_gradient:
             target, target_dq_dg = self._target_and_goal_gradient(
                 self.critic_target.net, self.actor_target.net, obs, goal, reward,
                 self.config.gamma, self.goal_at)
@@ -183,6 +230,24 @@ class DDPG(nn.Module):
                          self.goal_at)
         for p in self.parameters():
             p.grad = None
+
+    def _coefficient(self, obs: torch.Tensor, closed_form: bool) -> float | torch.Tensor:
+        """c as this update's critic step takes it: the float every member shares or, per
+        member, for the closed form its factors `2c/(d·B)` (`hand_gradients.member_weights`)
+        and for autograd c itself `[members]`, each rounded once to the networks' dtype as
+        the float would be: so member i rounds as a population with c_i alone does."""
+        if self._c is not None:
+            return self._c
+        batch = obs.shape[1] if closed_form else 0
+        key = (closed_form, batch, obs.dtype, obs.device)
+        if key not in self._member_c:
+            if closed_form:
+                value = hand_gradients.member_weights(self.member_cs, self._dims[1], batch,
+                                                      obs.dtype, obs.device)
+            else:
+                value = torch.tensor(self.member_cs, dtype=obs.dtype, device=obs.device)
+            self._member_c[key] = value
+        return self._member_c[key]
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -253,8 +318,7 @@ class DDPG(nn.Module):
         """One gradient step for every member; returns per-member diagnostics `[members]`.
         With `normalize_inputs`, states and goals are the raw ones: they are normalised
         here."""
-        c = self.config.goal_gradient_coef
-        use_goal_gradient = c > 0
+        use_goal_gradient = self.use_goal_gradient
         obs, next_obs, goal, goal_scale = self._normalized(obs, next_obs, goal,
                                                            use_goal_gradient)
         if self.config.simultaneous_steps:
@@ -279,8 +343,8 @@ class DDPG(nn.Module):
         # through the normaliser needs them, so that critic step goes through autograd.
         if by_hand and goal_scale is None:
             q, value_term, gradient_term = self._critic_step(
-                self.critic.net, obs, goal, action, target, target_dq_dg, reward, c,
-                self.goal_at,
+                self.critic.net, obs, goal, action, target, target_dq_dg, reward,
+                self._coefficient(obs, closed_form=True), self.goal_at,
             )
         else:
             if use_goal_gradient:
@@ -292,6 +356,7 @@ class DDPG(nn.Module):
                 q = self.critic(obs, goal, action)
                 gradient_term = torch.zeros(self.members, dtype=q.dtype, device=q.device)
             value_term = td_loss(q, target)
+            c = self._coefficient(obs, closed_form=False)
             (value_term + c * gradient_term).sum().backward()
         self.critic_optimizer.step()
         if not self.config.simultaneous_steps:

@@ -22,6 +22,8 @@ derivative of a loss on ∇_g q reaches the weights only through the products in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -140,6 +142,20 @@ def target_and_goal_gradient(
     return reward.unsqueeze(-1) + gamma * q_next, gamma * dq_dg
 
 
+def member_weights(cs: Sequence[float], goal_dim: int, batch: int, dtype: torch.dtype,
+                   device: torch.device | str | None = None) -> torch.Tensor:
+    """Per-member coefficients for `critic_step_gradients`: the factor `2c/(d·B)` by which it
+    scales the gated goal-gradient error, one per member, `[members, 1, 1]`. Each is
+    computed in Python floats as the one-coefficient path computes it, then rounded to
+    `dtype` once, which is what multiplying a tensor of that dtype by the Python float
+    does: a member of a population with per-member c then rounds exactly as a population
+    with that c alone (tests/test_packed_learner.py). Computed here, outside any compiled
+    graph: inductor may turn a division by a constant into a multiplication by its
+    reciprocal (it does not on the CPU)."""
+    factors = [2.0 * c / (goal_dim * batch) for c in cs]
+    return torch.tensor(factors, dtype=dtype, device=device).view(-1, 1, 1)
+
+
 @torch.no_grad()
 def critic_step_gradients(
     critic: EnsembleMLP,
@@ -149,18 +165,21 @@ def critic_step_gradients(
     target: torch.Tensor,
     target_dq_dg: torch.Tensor | None,
     reward: torch.Tensor,
-    c: float,
+    c: float | torch.Tensor,
     goal_at: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sets the critic's `.grad` to the gradient of `Σ_members (td_loss + c · goal-gradient
     loss)` and returns `(q, td_loss, goal-gradient loss)` per member, as the autograd path
     in `DDPG.update` computes them. With `target_dq_dg=None` (DDPG, c = 0) it is the TD
-    term's ordinary backward and the goal-gradient loss is zero. The goal enters the input
-    before state column `goal_at` (default: after the state)."""
+    term's ordinary backward and the goal-gradient loss is zero. `c` is one float for every
+    member or, for members with their own c (a packed grid), the tensor `member_weights`
+    makes for this batch. The goal enters the input before state column `goal_at` (default:
+    after the state)."""
     layers = critic.layers
     if len(layers) < 2 or layers[-1].out_features != 1:
         raise ValueError("the hand-written critic step needs a hidden layer and one output")
-    if target_dq_dg is None and c != 0:
+    per_member = isinstance(c, torch.Tensor)
+    if target_dq_dg is None and (per_member or c != 0):
         raise ValueError(f"c = {c} needs the target's goal gradient")
     obs_dim = obs.shape[-1]
     goal_at = obs_dim if goal_at is None else goal_at
@@ -178,7 +197,8 @@ def critic_step_gradients(
     dq_dg, masked = mlp_input_gradient(critic, hidden, torch.ones_like(q), goal_rows)
     gradient_term = goal_gradient_loss(dq_dg, target_dq_dg, reward)
     gate = -reward
-    grad_dq_dg = (dq_dg - target_dq_dg) * (gate.unsqueeze(-1) * (2.0 * c / (goal_dim * batch)))
+    weight = c if per_member else 2.0 * c / (goal_dim * batch)
+    grad_dq_dg = (dq_dg - target_dq_dg) * (gate.unsqueeze(-1) * weight)
 
     # A one-output network's backward is its input-gradient chain scaled row by row: the
     # TD term's gradient at pre-activation i is grad_q ⊙ u_i, and the u_i are already here.

@@ -11,6 +11,13 @@ stand between it and a population of seeds:
   it does not (an output bias of one or three numbers), the parameter is passed to the
   kernel as one view per member instead, each starting its own units. Either way member i
   stays bitwise equal to the seed trained alone (tests/test_optim.py, tests/test_train.py).
+* Per-member learning rates (a packed grid: one population holding members of several
+  grid cells). The kernel takes one rate per call, so with rates that differ every
+  parameter is passed as per-member views, which start their own units as above, and the
+  members are grouped by rate: one call per distinct rate with the views of the members
+  that have it. A member's views meet the kernel exactly as the member's tensors alone
+  would, with its own rate, so it still equals the seed trained alone with that rate
+  (tests/test_packed_learner.py). Equal rates keep the single call and whole tensors.
 * Overhead. `torch.optim.Adam.step` spends about 0.3 ms per call in Python (hooks, state
   grouping, checks) around a kernel that takes less than that at 256-wide networks; with
   two optimisers per update that was about a tenth of a single seed's update. Here a step
@@ -23,7 +30,7 @@ decay), checked against `torch.optim.Adam` in the tests. `fused=False` delegates
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -51,10 +58,37 @@ class PopulationAdam:
     first step, as with torch's Adam.
     """
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, fused: bool = True):
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float | Sequence[float],
+                 fused: bool = True):
+        """`lr` is one learning rate for every member, or a sequence of one per member (the
+        leading size of every parameter). Per-member rates that differ need `fused`."""
         self.params = list(params)
-        self.lr = lr
-        self._whole = [fills_fused_units(p) for p in self.params]
+        if isinstance(lr, int | float):
+            rates = None
+        else:
+            rates = tuple(float(rate) for rate in lr)
+            sizes = {p.shape[0] if p.dim() else None for p in self.params}
+            if sizes != {len(rates)}:
+                raise ValueError(f"{len(rates)} per-member learning rates for parameters with "
+                                 f"{sorted(sizes, key=str)} members")
+            if not all(rate > 0 for rate in rates):
+                raise ValueError(f"learning rates must be positive, got {rates}")
+        packed = rates is not None and len(set(rates)) > 1
+        if packed and not fused:
+            raise ValueError("the unfused path (fused=False) has one learning rate for every "
+                             "member; per-member rates that differ need the fused optimiser")
+        members = self.params[0].shape[0] if self.params and self.params[0].dim() else 1
+        self.member_lrs: tuple[float, ...] = rates or (float(lr),) * members
+        """Each member's learning rate."""
+        self.lr: float | None = None if packed else self.member_lrs[0]
+        """The learning rate of every member; None when the members' rates differ."""
+        # Packed: (rate, the members that have it), in order of first appearance: one kernel
+        # call each, over per-member views of every parameter.
+        groups: dict[float, list[int]] = {}
+        for m, rate in enumerate(self.member_lrs):
+            groups.setdefault(rate, []).append(m)
+        self._groups = list(groups.items()) if packed else []
+        self._whole = [not packed and fills_fused_units(p) for p in self.params]
         self._steps: list[torch.Tensor] = []
         self._exp_avg: list[torch.Tensor] = []
         self._exp_avg_sq: list[torch.Tensor] = []
@@ -62,7 +96,8 @@ class PopulationAdam:
         # the tensor itself, or its per-member views. Built once with the state; only the
         # gradients are new each step.
         self._pieces: list[tuple[tuple[torch.Tensor, ...], ...]] = []
-        self._unfused = None if fused else torch.optim.Adam(self.params, lr=lr, foreach=False)
+        self._unfused = None if fused else torch.optim.Adam(self.params, lr=self.lr,
+                                                             foreach=False)
 
     def _split(self, i: int, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (tensor,) if self._whole[i] else tuple(tensor.unbind(0))
@@ -84,6 +119,9 @@ class PopulationAdam:
             return
         if not self._steps:
             self._init_state()
+        if self._groups:
+            self._step_packed()
+            return
         params: list[torch.Tensor] = []
         grads: list[torch.Tensor] = []
         exp_avgs: list[torch.Tensor] = []
@@ -103,7 +141,32 @@ class PopulationAdam:
         if not stepped:
             return
         torch._foreach_add_(stepped, 1)
-        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=self.lr,
+        self._fused_adam(params, grads, exp_avgs, exp_avg_sqs, steps, self.lr)
+
+    def _step_packed(self) -> None:
+        """Per-member rates that differ: one kernel call per rate, over the per-member views
+        of the members that have it."""
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not with_grad:
+            return
+        torch._foreach_add_([self._steps[i] for i in with_grad], 1)
+        grads = {i: self.params[i].grad.contiguous().unbind(0) for i in with_grad}
+        for rate, members in self._groups:
+            params, grad_pieces, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for i in with_grad:
+                param_pieces, avg_pieces, sq_pieces = self._pieces[i]
+                params.extend(param_pieces[m] for m in members)
+                grad_pieces.extend(grads[i][m] for m in members)
+                exp_avgs.extend(avg_pieces[m] for m in members)
+                exp_avg_sqs.extend(sq_pieces[m] for m in members)
+                steps.extend([self._steps[i]] * len(members))
+            self._fused_adam(params, grad_pieces, exp_avgs, exp_avg_sqs, steps, rate)
+
+    @staticmethod
+    def _fused_adam(params: list[torch.Tensor], grads: list[torch.Tensor],
+                    exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                    steps: list[torch.Tensor], lr: float | None) -> None:
+        torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr,
                            beta1=BETAS[0], beta2=BETAS[1], weight_decay=0.0, eps=EPS,
                            amsgrad=False, maximize=False)
 

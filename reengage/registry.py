@@ -95,6 +95,13 @@ class LearnerSpec:
     action_count: int = 0
     """With discrete actions, how many there are (0 for a box): the loop then hands the
     learner each action as its index in one float column (`action_dim` 1)."""
+    member_lrs: tuple[float, ...] | None = None
+    """Per-member learning rates of a packed population (one holding a slice of a grid:
+    members that differ in lr and c), one per member; None: every member uses `lr`. Only
+    `build_ddpg` takes them."""
+    member_cs: tuple[float, ...] | None = None
+    """Per-member c of a packed population, one per member, all 0 (DDPG) or all > 0
+    (ReenGAGE); None: every member uses `c`. Only `build_ddpg` takes them."""
 
 
 class Learner(Protocol):
@@ -158,7 +165,8 @@ def register_method(method: Method, replace: bool = False) -> Method:
 
 
 def build_ddpg(spec: LearnerSpec) -> Learner:
-    """DDPG(+ReenGAGE when c > 0); `spec.extra` may override any DDPGConfig field."""
+    """DDPG(+ReenGAGE when c > 0); `spec.extra` may override any DDPGConfig field. A packed
+    spec's `member_lrs` and `member_cs` give members their own lr and c."""
     from reengage.agents.ddpg import DDPG, DDPGConfig
 
     config = DDPGConfig(
@@ -166,7 +174,8 @@ def build_ddpg(spec: LearnerSpec) -> Learner:
         goal_gradient_coef=spec.c or 0.0, **spec.extra,
     )
     return DDPG(spec.members, spec.obs_dim, spec.goal_dim, spec.action_dim, config,
-                spec.generators, goal_at=spec.goal_at)
+                spec.generators, goal_at=spec.goal_at, member_lrs=spec.member_lrs,
+                member_cs=spec.member_cs)
 
 
 def build_sac(spec: LearnerSpec) -> Learner:
