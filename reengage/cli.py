@@ -7,6 +7,9 @@ and nothing is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +21,7 @@ from .config import (
     INPUT_LAYOUTS,
     TRAINING_LOOPS,
     ConfigError,
+    TrainConfig,
     check_machine,
     check_out_dir,
     from_arguments,
@@ -195,6 +199,107 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-pack", help="train grid cells that differ in seeds, lr and c as one population",
+        description="Train several cells as one population on the device loop (--loop "
+        "device): cells may differ in --seeds, --lr and --c only (same env, dim, method, "
+        "batch size, steps and the rest). Every seed writes OUT/seed<k>/ under its own "
+        "cell's --out, the same files as `reengage train --loop device` of that cell alone "
+        "writes. DDPG+HER and ReenGAGE+HER are different methods and pack apart.",
+        epilog="example: reengage train-pack --checkpoint-dir runs/pack1 "
+        "--cell '--env ContinuousSeek --dim 5 --method reengage_her --c 0.1 --lr 0.001 "
+        "--seeds 0-4 --steps 25000 --out runs/c0.1' --cell '--env ContinuousSeek --dim 5 "
+        "--method reengage_her --c 0.3 --lr 0.0003 --seeds 0-4 --steps 25000 --out "
+        "runs/c0.3'",
+    )
+    p.add_argument("--cell", action="append", required=True, metavar="ARGUMENTS",
+                   help="one cell: `reengage train` arguments with its --out, quoted as one "
+                   "argument; repeat for every cell")
+    p.add_argument("--cell-options", default="", metavar="ARGUMENTS",
+                   help="`reengage train` options added to every cell (e.g. '--threads 4 "
+                   "--checkpoint-every 10000 --force')")
+    p.add_argument("--checkpoint-dir", required=True, type=Path,
+                   help="where the pack's checkpoint goes (DIR/.checkpoints/pack.pt); "
+                   "re-running the same command resumes from it")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the pack's checkpoint and start from step 0")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar: one line per cell and evaluation on stderr")
+
+
+def _parse_cell(text: str) -> tuple[argparse.Namespace, TrainConfig]:
+    """A --cell's `reengage train` arguments, parsed as `reengage train` parses them."""
+    message = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(message):  # argparse prints, then exits
+            args = build_parser().parse_args(["train", *shlex.split(text), "--loop", "device"])
+    except SystemExit:
+        reason = message.getvalue().strip().removesuffix(" (see --help)")
+        raise ConfigError("--cell", f"{reason.removeprefix('reengage train: ')} in {text!r}") \
+            from None
+    return args, from_arguments(args)
+
+
+def _trackers(args: argparse.Namespace) -> tuple:
+    """A cell's Weights & Biases tracker, where its options ask for one."""
+    if not args.wandb_project:
+        return ()
+    from .tracking import WandbTracker
+
+    return (WandbTracker(args.out, args.wandb_project, args.wandb_group or str(args.out),
+                         args.wandb_mode),)
+
+
+def _train_pack(args: argparse.Namespace) -> int:
+    from .device.pack import PackedCell, pack_checkpoint, population_config
+
+    try:
+        parsed = [_parse_cell(f"{text} {args.cell_options}") for text in args.cell]
+        for cell_args, _ in parsed:
+            import_plugins(cell_args.plugin)
+        cells = [PackedCell(cfg, cell_args.out, _trackers(cell_args))
+                 for cell_args, cfg in parsed]
+        for cell in cells:
+            validate(cell.cfg)
+        population, _, _ = population_config(cells)
+        check_machine(population)
+        checkpoint = pack_checkpoint(args.checkpoint_dir)
+        if args.restart:
+            checkpoint.unlink(missing_ok=True)
+        for (cell_args, _), cell in zip(parsed, cells, strict=True):
+            out = cell.out
+            if out.exists() and not out.is_dir():
+                raise ConfigError("--out", f"{out} exists and is not a directory")
+            check_out_dir(out)
+            if out.is_dir() and any(out.iterdir()) and not (
+                    checkpoint.exists() or cell_args.force or args.restart):
+                raise ConfigError("--out", f"{out} is not empty; choose another directory or "
+                                  "pass --force in that --cell to write into it")
+    except ConfigError as error:
+        print(f"reengage train-pack: {error}", file=sys.stderr)
+        return USAGE_ERROR
+
+    from .checkpoint import CheckpointError
+    from .device.driver import train_pack
+    from .run import RunInterrupted
+
+    try:
+        records = train_pack(cells, args.checkpoint_dir, progress=not args.quiet)
+    except (CheckpointError, ConfigError) as error:
+        print(f"reengage train-pack: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except RunInterrupted as interruption:
+        print(f"reengage train-pack: {interruption}", file=sys.stderr)
+        return 128 + interruption.signal_number
+    if not args.quiet:
+        diverged = sum(r["status"] == "diverged" for r in records)
+        note = f"; {diverged} diverged" if diverged else ""
+        print(f"wrote {len(records)} seeds of {len(cells)} cells (progress.csv, policy.pt, "
+              f"run.json under each cell's --out){note}", file=sys.stderr)
+    return 0
+
+
 def _add_check_config(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "check-config", help="validate a workflow config against reengage/schema.yaml",
@@ -210,6 +315,8 @@ def _check_config(args: argparse.Namespace) -> int:
     from .workflow import (
         apply_defaults,
         cells,
+        pack_jobs,
+        packed,
         seed_chunks,
         seeds_of,
         seeds_per_job,
@@ -239,10 +346,14 @@ def _check_config(args: argparse.Namespace) -> int:
     for cell in cells(config):
         experiment = config["experiments"][cell.experiment]
         seeds = seeds_of(experiment, cell.method)
-        jobs += len(seed_chunks(seeds, seeds_per_job(config, cell.experiment)))
+        if not packed(config, cell):  # a packed cell's seeds train in its pack's jobs
+            jobs += len(seed_chunks(seeds, seeds_per_job(config, cell.experiment)))
         seed_steps += len(seeds) * steps_for(experiment, cell.dim)
+    packs = len(pack_jobs(config))
+    note = f" ({packs} of them packs of cells)" if packs else ""
     # The size before the cost: seed-steps, the unit the README's rates are measured in.
-    print(f"{args.config}: valid; {jobs} training jobs, {seed_steps / 1e6:,.1f}M seed-steps")
+    print(f"{args.config}: valid; {jobs + packs} training jobs{note}, "
+          f"{seed_steps / 1e6:,.1f}M seed-steps")
     return 0
 
 
@@ -352,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     _add_train(sub)
+    _add_train_pack(sub)
     _add_check_config(sub)
     _add_evaluate(sub)
     _add_bench(sub)
@@ -370,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return _train(args)
+    if args.command == "train-pack":
+        return _train_pack(args)
     if args.command == "check-config":
         return _check_config(args)
     if args.command == "evaluate":

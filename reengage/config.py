@@ -30,6 +30,9 @@ TRAINING_LOOPS = ("numpy", "device")
 networks on --device) or `device` (reengage/device: task, replay, exploration and
 evaluation as tensors on --device, captured as CUDA graphs on a GPU; its random streams
 differ from the numpy loop's, so one seed gives different curves in the two)."""
+DEVICE_LOOP_ENVS = ("ContinuousSeek",)
+DEVICE_LOOP_METHODS = ("ddpg_her", "reengage_her")
+"""What the device loop trains so far (reengage/device/driver.py refuses the rest)."""
 
 
 class ConfigError(ValueError):

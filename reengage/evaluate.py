@@ -96,11 +96,34 @@ def evaluate_policy(document: dict[str, Any], episodes: int | None = None,
         sb3.close()
         return result
     learner = build_learner(document, device)
+    if cfg.loop == "device":  # its evaluation episodes come from the device loop's streams
+        return _evaluate_on_device(learner, cfg, source, evaluation, device)
     ours = Evaluator(cfg, [MemberStreams.from_seed(source, cfg.eval_episodes)], device)
     for _ in range(evaluation):
         success, mean_return = ours(learner)
     ours.env.close()
     return float(success[0]), float(mean_return[0])
+
+
+def _evaluate_on_device(learner: Any, cfg: TrainConfig, seed: int, evaluation: int,
+                        device: torch.device) -> tuple[float, float]:
+    """Evaluation number `evaluation` of a device-loop run (reengage/device/evaluator.py):
+    its goals are the seed's EVALUATION stream at counter `evaluation - 1`."""
+    from .device.driver import learner_state
+    from .device.evaluator import DeviceEvaluator
+    from .device.seek import SeekTask
+    from .device.streams import CounterStreams
+
+    def state_of(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return learner_state(obs, cfg.inputs), obs["desired_goal"]
+
+    evaluator = DeviceEvaluator(SeekTask(1, cfg.eval_episodes, cfg.dim, device),
+                                CounterStreams([seed], device), state_of)
+    evaluator.count.fill_(evaluation - 1)
+    evaluator(learner.act)
+    episodes = cfg.eval_episodes
+    return (float(evaluator.successes[0]) / episodes,
+            float(evaluator.return_sums[0]) / episodes)
 
 
 def evaluate_run(run_dir: Path, episodes: int | None = None, seed: int | None = None,

@@ -5,7 +5,6 @@ check-config refuses a workflow config exactly when `reengage train` would refus
 import math
 import os
 import shlex
-import tempfile
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
@@ -162,13 +161,11 @@ def test_network_bytes_count_what_a_learner_holds(inputs):
     online weights five times over (weights, targets, gradients, two Adam moments)."""
     from reengage.config import network_bytes_per_member
     from reengage.device.driver import DeviceTraining
-    from reengage.progress import LiveProgress
 
     cfg = TrainConfig(env="ContinuousSeek", dim=4, method="reengage_her", c=0.1, seeds=[0],
                       steps=100, inputs=inputs, device="cpu", loop="device",
                       extra={"hidden": (32, 16), "compile": False})
-    live = LiveProgress(Path(tempfile.mkdtemp()), "test", cfg.steps, lines=False)
-    learner = DeviceTraining(cfg, torch.device("cpu"), live).learner
+    learner = DeviceTraining(cfg, torch.device("cpu")).learner
     online = sum(p.numel() for p in [*learner.actor.parameters(), *learner.critic.parameters()])
     targets = sum(p.numel() for p in [*learner.actor_target.parameters(),
                                        *learner.critic_target.parameters()])
@@ -271,7 +268,8 @@ def test_check_config_refuses_what_train_refuses(tmp_path, capsys, monkeypatch, 
     assert flag is None or all(flag in err for _, err in refused)
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "paper.yaml", "robotics.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "paper.yaml", "robotics.yaml",
+                                  "gpu_d20.yaml"])
 def test_shipped_configs_pass_both_checks(tmp_path, capsys, monkeypatch, name):
     # The config against the command line, not against this machine: config/paper.yaml's
     # robotics populations are cluster jobs (the block's 5 seeds fill about 31 GiB of replay).

@@ -15,7 +15,6 @@ from reengage.config import ConfigError, TrainConfig
 from reengage.device import train_on_device
 from reengage.device.driver import DeviceTraining
 from reengage.device.graphs import StepGraphs
-from reengage.progress import LiveProgress
 from reengage.run import train
 
 WALL_CLOCK = ["wall_time_s", "updates_per_s"]
@@ -30,8 +29,7 @@ def _config(**changes) -> TrainConfig:
 
 
 def _training(tmp_path: Path, cfg: TrainConfig) -> DeviceTraining:
-    live = LiveProgress(tmp_path, "test", cfg.steps, lines=False)
-    return DeviceTraining(cfg, torch.device(cfg.device), live)
+    return DeviceTraining(cfg, torch.device(cfg.device))
 
 
 class HostRead(AssertionError):

@@ -142,3 +142,25 @@ def test_an_unknown_loop_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(_command(tmp_path / "run", "--loop", "gpu"))
     assert stopped.value.code == 2 and "--loop" in capsys.readouterr().err
+
+
+def test_evaluate_replays_a_device_loop_runs_evaluations(tmp_path):
+    """`reengage evaluate` of a device-loop seed plays the episodes of the device loop's
+    own evaluations (its counter streams), so `--evaluation last` gives progress.csv's last
+    row; the numpy loop's episodes would not."""
+    from reengage.evaluate import evaluate_run
+
+    cfg = _config(seeds=[1])
+    train(cfg, tmp_path, progress=False)
+    rows = pd.read_csv(tmp_path / "seed1" / "progress.csv")
+    assert rows["success_rate"].iloc[-1] > 0  # a row that tells episodes apart
+    (last,) = evaluate_run(tmp_path, evaluation="last")
+    assert (last.success_rate, last.mean_return) == (rows["success_rate"].iloc[-1],
+                                                     rows["mean_return"].iloc[-1])
+    numpy_loop = replace(cfg, loop="numpy")
+    document = torch.load(tmp_path / "seed1" / "policy.pt")
+    from reengage.evaluate import evaluate_policy
+
+    other = evaluate_policy({**document, "config": numpy_loop.to_dict()},
+                            evaluation=len(rows))
+    assert other != (last.success_rate, last.mean_return)

@@ -5,9 +5,11 @@ points and, on CUDA, replays each step as a CUDA graph.
 
 One job per module: `streams` (per-member counter-based random numbers), `seek`
 (ContinuousSeek), `replay` (episode buffer, HER `future`), `evaluator`, `logger`, `graphs`
-(eager or captured steps), `driver` (`train_on_device`).
+(eager or captured steps), `pack` (which grid cells train as one population), `driver`
+(`train_on_device`, `train_pack`).
 """
 
-from .driver import train_on_device
+from .driver import train_on_device, train_pack
+from .pack import PackedCell
 
-__all__ = ["train_on_device"]
+__all__ = ["PackedCell", "train_on_device", "train_pack"]

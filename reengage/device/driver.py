@@ -26,6 +26,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ import torch
 from tqdm import tqdm
 
 from reengage.checkpoint import load_checkpoint, save_checkpoint
-from reengage.config import ConfigError, TrainConfig, validate
+from reengage.config import (
+    DEVICE_LOOP_ENVS,
+    DEVICE_LOOP_METHODS,
+    ConfigError,
+    TrainConfig,
+    validate,
+)
 from reengage.paths import checkpoint_path, member_dir, seeds_text
 from reengage.policy import learner_fields, member_weights, policy_document, save_policy
 from reengage.progress import POLICY_NAME, RUNNING, LiveProgress, ProgressListener
@@ -51,12 +58,12 @@ from reengage.run import (
 from .evaluator import DeviceEvaluator
 from .graphs import StepGraphs
 from .logger import DeviceLogger
+from .pack import PackedCell, pack_checkpoint, pack_settings, population_config
 from .replay import DeviceEpisodeReplay
 from .seek import SeekTask, seek_reward
 from .streams import EXPLORATION, GOALS, CounterStreams
 
-ENVS = ("ContinuousSeek",)
-METHOD_NAMES = ("ddpg_her", "reengage_her")
+ENVS, METHOD_NAMES = DEVICE_LOOP_ENVS, DEVICE_LOOP_METHODS
 
 
 def check_supported(cfg: TrainConfig) -> None:
@@ -82,7 +89,14 @@ def learner_state(obs: dict[str, torch.Tensor], inputs: str) -> torch.Tensor:
 class DeviceTraining:
     """The parts of one population's training on `device`, and the step that joins them."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, live: LiveProgress):
+    def __init__(self, cfg: TrainConfig, device: torch.device,
+                 on_evaluated: Callable[[int], None] = lambda step: None,
+                 member_lrs: tuple[float, ...] | None = None,
+                 member_cs: tuple[float, ...] | None = None):
+        """`cfg.seeds` are the members (a packed population's may repeat: its cells'
+        seeds one after another); `member_lrs` and `member_cs` give each member its own
+        learning rate and c (reengage/device/pack.py), else all take `cfg.lr` and `cfg.c`.
+        `on_evaluated(step)` hears each log point once its rows are in `logger.rows`."""
         self.cfg, self.device = cfg, device
         members, dim = len(cfg.seeds), cfg.dim
         self.members = members
@@ -92,7 +106,8 @@ class DeviceTraining:
             members=members, obs_dim=leading + dim, goal_dim=dim, action_dim=dim, lr=cfg.lr,
             gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
             generators=[MemberStreams.from_seed(seed, 0).init for seed in cfg.seeds],
-            extra=dict(cfg.extra), achieved_dim=leading, goal_at=leading or None)
+            extra=dict(cfg.extra), achieved_dim=leading, goal_at=leading or None,
+            member_lrs=member_lrs, member_cs=member_cs)
         try:
             self.learner = METHODS[cfg.method].build(self.spec)
         except TypeError as error:
@@ -107,7 +122,7 @@ class DeviceTraining:
             her_k=cfg.her_k, her_future=cfg.her_future, her_relabel=cfg.her_relabel)
         self.evaluator = DeviceEvaluator(SeekTask(members, cfg.eval_episodes, dim, device),
                                          self.streams, self.state_of)
-        self.logger = DeviceLogger(cfg.seeds, device, live)
+        self.logger = DeviceLogger(members, device, on_evaluated)
         counter = torch.zeros((), dtype=torch.int64, device=device)
         self.step_count, self.episodes, self.updates = counter, counter.clone(), counter.clone()
         self.run_step = StepGraphs(self.step, device)
@@ -207,50 +222,79 @@ class DeviceTraining:
         self.logger.log(step, evaluator.successes, evaluator.return_sums, evaluator.episodes,
                         updates)
 
-    def records(self, status: str, step: int, wall_time_s: float,
-                resumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [seed_record(
-            self.cfg, seed, status, device=self.device, step=step,
+    def member_record(self, cfg: TrainConfig, member: int, status: str, step: int,
+                      wall_time_s: float, resumes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Member `member`'s run.json, as the seed of the cell `cfg` it belongs to."""
+        return seed_record(
+            cfg, self.cfg.seeds[member], status, device=self.device, step=step,
             replay_bytes=self.replay.nbytes // self.members, wall_time_s=wall_time_s,
-            finished_at=time.time(), resumes=resumes, diverged=self.logger.diverged.get(m),
-            learner=self.learner) for m, seed in enumerate(self.cfg.seeds)]
+            finished_at=time.time(), resumes=resumes,
+            diverged=self.logger.diverged.get(member), learner=self.learner)
 
-    def save_policies(self, out: Path, records: list[dict[str, Any]]) -> None:
-        fields = learner_fields(self.spec)
-        for m, record in enumerate(records):
-            weights = member_weights(self.learner, m, self.members)
-            save_policy(member_dir(out, record["seed"]) / POLICY_NAME,
-                        policy_document("population", record, fields, weights))
+    def save_policy(self, path: Path, member: int, record: dict[str, Any]) -> None:
+        weights = member_weights(self.learner, member, self.members)
+        save_policy(path, policy_document("population", record, learner_fields(self.spec),
+                                          weights))
+
+
+class CellOutput:
+    """The files of one cell's seeds (members `members` of the population), written
+    through its own LiveProgress, so a cell's folder looks the same packed or not."""
+
+    def __init__(self, cell: PackedCell, members: range, label: str, progress: bool,
+                 listeners: tuple[ProgressListener, ...]):
+        self.cfg, self.out, self.members = cell.cfg, cell.out, members
+        self.live = LiveProgress(cell.out, label, cell.cfg.steps, lines=not progress,
+                                 listeners=listeners)
+
+    def rows_by_seed(self, rows: list[list[dict[str, float]]]) -> dict[int, list[dict]]:
+        return {seed: rows[m] for seed, m in zip(self.cfg.seeds, self.members, strict=True)}
 
 
 class DeviceRun:
-    """The host side of a device-loop run: resume, the step loop, log points, checkpoints
-    and signals, and the files at the end."""
+    """The host side of a device-loop run of one or more cells (a packed population):
+    resume, the step loop, log points, checkpoints and signals, and each cell's files."""
 
-    def __init__(self, cfg: TrainConfig, out: Path, progress: bool,
+    def __init__(self, cells: list[PackedCell], checkpoint: Path, progress: bool,
                  listeners: tuple[ProgressListener, ...], step_hook: StepHook | None):
-        self.cfg, self.out, self.progress, self.step_hook = cfg, out, progress, step_hook
+        self.cfg, member_lrs, member_cs = population_config(cells)
+        self.cells, self.checkpoint = cells, checkpoint
+        self.progress, self.step_hook = progress, step_hook
+        cfg = self.cfg
         self.device = resolve_device(cfg.device)
-        seeds = seeds_text(cfg.seeds)
-        self.live = LiveProgress(out, f"{cfg.env}-d{cfg.dim} {cfg.method} {seeds} (device "
-                                 "loop)", cfg.steps, lines=not progress, listeners=listeners)
-        self.training = DeviceTraining(cfg, self.device, self.live)
+        self.outputs, first = [], 0
+        for cell in cells:
+            members = range(first, first + len(cell.cfg.seeds))
+            first = members.stop
+            label = f"{cfg.env}-d{cfg.dim} {cell.cfg.method} {seeds_text(cell.cfg.seeds)}"
+            if len(cells) > 1:
+                label += f" lr {cell.cfg.lr:g}" + (f" c {cell.cfg.c:g}" if cell.cfg.c else "")
+            self.outputs.append(CellOutput(cell, members, f"{label} (device loop)", progress,
+                                           (*listeners, *cell.listeners)))
+        self.training = DeviceTraining(cfg, self.device, self._evaluated, member_lrs,
+                                       member_cs)
         self.step, self.updates_since_log = 0, 0
         self.resumes: list[dict[str, Any]] = []
         self.elapsed_before, self.started = 0.0, time.time()
         self._stop_signal: int | None = None
 
+    def fingerprint_config(self) -> dict[str, Any]:
+        """What a checkpoint must belong to: the cell's configuration, or every cell's."""
+        if len(self.cells) == 1:
+            return self.cells[0].cfg.to_dict()
+        return {"pack": [pack_settings(cell.cfg) for cell in self.cells]}
+
     def wall_time(self) -> float:
         return self.elapsed_before + time.time() - self.started
 
-    def save(self, path: Path) -> int:
+    def save(self) -> int:
         state = {"step": self.step, "updates_since_log": self.updates_since_log,
                  "resumes": self.resumes, "elapsed": self.wall_time(),
                  "training": self.training.state_dict()}
-        return save_checkpoint(path, state, self.cfg.to_dict())
+        return save_checkpoint(self.checkpoint, state, self.fingerprint_config())
 
-    def load(self, path: Path) -> None:
-        state = load_checkpoint(path, self.cfg.to_dict())
+    def load(self) -> None:
+        state = load_checkpoint(self.checkpoint, self.fingerprint_config())
         self.training.load_state_dict(state["training"])
         self.step = int(state["step"])
         self.updates_since_log = int(state["updates_since_log"])
@@ -261,17 +305,16 @@ class DeviceRun:
         self.training.logger.started = self.started - self.elapsed_before
 
     def run(self) -> list[dict[str, Any]]:
-        cfg, training = self.cfg, self.training
-        ckpt = checkpoint_path(self.out, cfg.seeds)
+        cfg, training, ckpt = self.cfg, self.training, self.checkpoint
         if ckpt.exists():
-            self.load(ckpt)
+            self.load()
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         bar = tqdm(total=cfg.steps, initial=self.step, unit="step", file=sys.stderr,
                    disable=not self.progress, mininterval=2.0,
                    desc=f"{cfg.env}-d{cfg.dim} {cfg.method} x{len(cfg.seeds)}")
         try:
-            self.live.started(self.records(RUNNING), training.logger.rows_by_seed())
+            self._tell("started", RUNNING)
             if self.step == 0:
                 training.evaluate_and_log(0, 0)
             while self.step < cfg.steps:
@@ -286,18 +329,17 @@ class DeviceRun:
                 if self.step_hook is not None:
                     self.step_hook(self.step, training.learner)
                 if self._stop_signal is not None:
-                    self.save(ckpt)
-                    self.live.ended(self.records("interrupted"), training.logger.rows_by_seed())
+                    self.save()
+                    self._tell("ended", "interrupted")
                     raise RunInterrupted(self.step, self._stop_signal)
                 every = cfg.checkpoint_every
                 if every > 0 and self.step % every == 0 and self.step < cfg.steps:
-                    self.save(ckpt)
-            records = self.records("finished")
-            training.save_policies(self.out, records)
-            self.live.ended(records, training.logger.rows_by_seed())
+                    self.save()
+            records = self._tell("ended", "finished", policies=True)
         finally:
             bar.close()
-            self.live.close()
+            for output in self.outputs:
+                output.live.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         # The checkpoint goes only once every seed's files say finished.
@@ -306,8 +348,25 @@ class DeviceRun:
             ckpt.parent.rmdir()
         return records
 
-    def records(self, status: str) -> list[dict[str, Any]]:
-        return self.training.records(status, self.step, self.wall_time(), self.resumes)
+    def _tell(self, event: str, status: str, policies: bool = False) -> list[dict[str, Any]]:
+        """Every cell's seeds started or ended with `status`: their run.json (and, at a
+        finish, policy.pt before it) through the cell's LiveProgress."""
+        rows, wall, everyone = self.training.logger.rows, self.wall_time(), []
+        for output in self.outputs:
+            records = [self.training.member_record(output.cfg, m, status, self.step, wall,
+                                                   self.resumes) for m in output.members]
+            if policies:
+                for m, record in zip(output.members, records, strict=True):
+                    self.training.save_policy(
+                        member_dir(output.out, record["seed"]) / POLICY_NAME, m, record)
+            getattr(output.live, event)(records, output.rows_by_seed(rows))
+            everyone += records
+        return everyone
+
+    def _evaluated(self, step: int) -> None:
+        rows = self.training.logger.rows
+        for output in self.outputs:
+            output.live.evaluated(step, output.rows_by_seed(rows))
 
     def _on_signal(self, signal_number: int, frame: Any) -> None:
         # All state is tensors: the checkpoint follows the step in flight.
@@ -325,4 +384,24 @@ def train_on_device(cfg: TrainConfig, out: Path, progress: bool = True,
     validate(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    return DeviceRun(cfg, out, progress, tuple(listeners), step_hook).run()
+    return DeviceRun([PackedCell(cfg, out)], checkpoint_path(out, cfg.seeds), progress,
+                     tuple(listeners), step_hook).run()
+
+
+def train_pack(cells: list[PackedCell], checkpoint_dir: Path, progress: bool = True,
+               listeners: tuple[ProgressListener, ...] = (),
+               step_hook: StepHook | None = None) -> list[dict[str, Any]]:
+    """Train grid cells that differ only in seeds, learning rate and c as one population
+    (reengage/device/pack.py says which may pack); each cell's seeds write their files under
+    the cell's own `out` exactly as `train_on_device` of that cell alone would. The pack's
+    checkpoint goes under `checkpoint_dir` (`pack_checkpoint`). Returns every member's
+    record, cell after cell."""
+    cells = [replace(cell, cfg=replace(cell.cfg, loop="device")) for cell in cells]
+    for cell in cells:
+        validate(cell.cfg)
+    population_config(cells)  # refuse what cannot pack before anything is built
+    threads = cells[0].cfg.threads
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return DeviceRun(cells, pack_checkpoint(checkpoint_dir), progress, tuple(listeners),
+                     step_hook).run()

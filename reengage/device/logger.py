@@ -1,36 +1,37 @@
 """What the device loop records, kept on the device between log points and read back once
 at each: loss sums per member, each member's first non-finite diagnostic (divergence), and
-the evaluation's results. `log` makes the one host copy (a single `.cpu()`) and writes the
-rows through reengage/progress.py, so progress.csv, progress.partial.csv and run.json have
-the shape every other loop writes.
+the evaluation's results. `log` makes the one host copy (a single `.cpu()`), appends a row
+per member and hands the step to `on_evaluated`, which writes the rows through
+reengage/progress.py (the driver maps members to their cells' folders), so progress.csv,
+progress.partial.csv and run.json have the shape every other loop writes.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-
-from reengage.progress import LiveProgress
 
 LOSS_COLUMNS = ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean")
 """The update diagnostics, in progress.csv's order (reengage/run.py has the same tuple)."""
 
 
 class DeviceLogger:
-    """Per-member diagnostics `[members]` accumulated in place, rows per seed on the host."""
+    """Per-member diagnostics `[members]` accumulated in place, rows per member on the
+    host; `on_evaluated(step)` is called once the rows of a log point are in."""
 
-    def __init__(self, seeds: list[int], device: torch.device, live: LiveProgress):
-        self.seeds, self.live = seeds, live
-        members = len(seeds)
+    def __init__(self, members: int, device: torch.device,
+                 on_evaluated: Callable[[int], None]):
+        self.members, self.on_evaluated = members, on_evaluated
         self.sums = torch.zeros(len(LOSS_COLUMNS), members, device=device)
         self.diverged_at = torch.full((members,), -1, dtype=torch.int64, device=device)
         self.diverged_quantity = torch.zeros(members, dtype=torch.int64, device=device)
         self.diverged_value = torch.zeros(members, device=device)
-        self.rows: list[list[dict[str, float]]] = [[] for _ in seeds]
+        self.rows: list[list[dict[str, float]]] = [[] for _ in range(members)]
         self.diverged: dict[int, dict[str, Any]] = {}
         self.started = self.last_log_time = time.time()
 
@@ -55,7 +56,7 @@ class DeviceLogger:
         """A progress row per seed at `step`, from one host copy of everything on the
         device: the evaluation's sums over `episodes` episodes per member, and the
         diagnostics of the `updates` updates since the last log point."""
-        members, columns = len(self.seeds), len(LOSS_COLUMNS)
+        members, columns = self.members, len(LOSS_COLUMNS)
         # Step numbers travel as float32 (exact below 2^24 steps, the divergence step).
         packed = torch.cat([successes, return_sums, self.sums.flatten(),
                             self.diverged_at.float(), self.diverged_quantity.float(),
@@ -84,7 +85,4 @@ class DeviceLogger:
             self.rows[m].append(row)
         self.sums.zero_()
         self.last_log_time = now
-        self.live.evaluated(step, self.rows_by_seed())
-
-    def rows_by_seed(self) -> dict[int, list[dict[str, float]]]:
-        return dict(zip(self.seeds, self.rows, strict=True))
+        self.on_evaluated(step)
