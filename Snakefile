@@ -18,6 +18,8 @@ from reengage.workflow import (
     job_priority,
     job_resources,
     job_threads,
+    pack_cell_arguments,
+    pack_jobs,
     progress_files,
     report_options,
     run_options,
@@ -96,19 +98,24 @@ rule all:
     default_target: True
 
 
-# One rule per distinct population of seeds: every seed keeps its own files, and one job
-# trains the whole population in one process (docs/design.md).
+# One rule per distinct population of seeds and experiment: every seed keeps its own files,
+# and one job trains the whole population in one process (docs/design.md).
 # A method may train seeds of its own (methods.<i>.seeds), so a rule's wildcards are limited
-# to the experiments and method folders that train its population.
-for chunk, chunk_cells in train_chunks(config).items():
+# to the experiment and method folders that train its population (and so never match a
+# packed cell's files, which the pack rules below write).
+for chunk, chunk_experiment, chunk_methods in [
+    (chunk, experiment, methods)
+    for chunk, chunk_cells in train_chunks(config).items()
+    for experiment, methods in chunk_cells.items()
+]:
     chunk_name = "_".join(map(str, chunk))
 
     rule:
         name:
-            f"train_seeds_{chunk_name}"
+            f"train_seeds_{chunk_name}_{chunk_experiment}"
         wildcard_constraints:
-            experiment="|".join(map(re.escape, sorted(chunk_cells))),
-            method="|".join(map(re.escape, sorted(set().union(*chunk_cells.values())))),
+            experiment=re.escape(chunk_experiment),
+            method="|".join(map(re.escape, sorted(chunk_methods))),
         output:
             progress=[
                 f"{RESULTS}/runs/{{experiment}}/{{env}}-d{{dim}}/{{method}}/b{{batch}}_lr{{lr}}/seed{s}/progress.csv"
@@ -148,6 +155,40 @@ for chunk, chunk_cells in train_chunks(config).items():
             # checkpoint of this population (left by a killed job) is resumed.
             "reengage train {params.arguments} {resources.run_options} --threads {threads} "
             "--wandb-group {resources.wandb_group} --out {params.out} --force --quiet "
+            "> {log} 2>&1"
+
+
+# An experiment with `pack: true`: the cells of one d, method and batch size (lr and c vary)
+# train as one population per chunk of seeds (`reengage train-pack`), each seed writing the
+# files of its own cell.
+for pack in pack_jobs(config):
+    pack_cell = pack.cells[0]
+
+    rule:
+        name:
+            f"train_pack_{pack.name}"
+        output:
+            progress=[f"{cell.run_dir(RESULTS)}/seed{s}/progress.csv" for cell in pack.cells
+                      for s in pack.seeds],
+            record=[f"{cell.run_dir(RESULTS)}/seed{s}/run.json" for cell in pack.cells
+                    for s in pack.seeds],
+        log:
+            f"{RESULTS}/logs/train/packs/{pack.name}.log",
+        params:
+            cells=pack_cell_arguments(config, pack),
+            checkpoint_dir=f"{RESULTS}/runs/.packs/{pack.name}",
+        threads: job_threads(config, pack_cell.experiment)
+        priority: job_priority(config, pack_cell, pack.seeds)
+        resources:
+            mem_mb=job_resources(config, pack_cell.experiment)["mem_mb"],
+            runtime=job_resources(config, pack_cell.experiment)["runtime"],
+            run_options=RUN_OPTIONS,
+        conda:
+            ENV
+        shell:
+            # --force: the pack writes into its cells' folders beside other packs' seeds.
+            "reengage train-pack --checkpoint-dir {params.checkpoint_dir} --cell-options "
+            "'{resources.run_options} --threads {threads} --force' {params.cells} --quiet "
             "> {log} 2>&1"
 
 

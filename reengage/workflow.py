@@ -21,7 +21,14 @@ import jsonschema
 import numpy as np
 import yaml
 
-from .config import ConfigError, TrainConfig, from_arguments, validate
+from .config import (
+    DEVICE_LOOP_ENVS,
+    DEVICE_LOOP_METHODS,
+    ConfigError,
+    TrainConfig,
+    from_arguments,
+    validate,
+)
 from .provenance import IMPORTED_PLUGINS
 from .registry import ENVS, METHODS, ROBOTICS_ENVS
 
@@ -81,6 +88,7 @@ def validate_config(config: dict[str, Any]) -> None:
     import_plugins(config.get("plugins", []))
     for name, experiment in config["experiments"].items():
         where = f"experiments.{name}"
+        _check_loop(experiment, where)
         resolve_epochs(experiment, where)
         _require_every_dim(experiment["steps"], experiment["dims"], f"{where}.steps")
         for index, method in enumerate(experiment["methods"]):
@@ -95,6 +103,17 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(f"experiments.{name}.baseline", f"{experiment['baseline']!r} is "
                               f"not one of the experiment's methods {names}")
     validate_ablations(filled)
+
+
+def _check_loop(experiment: dict[str, Any], where: str) -> None:
+    """`loop: device` on a task the device loop trains; `pack` only with it."""
+    loop = experiment.get("loop", "numpy")
+    if loop == "device" and experiment["env"] not in DEVICE_LOOP_ENVS:
+        raise ConfigError(f"{where}.loop", f"the device loop trains "
+                          f"{', '.join(DEVICE_LOOP_ENVS)} (got {experiment['env']})")
+    if experiment.get("pack") and loop != "device":
+        raise ConfigError(f"{where}.pack", "packing trains on the device loop: set "
+                          "loop: device in this experiment")
 
 
 def _require_every_dim(values: Any, dims: list[int], key: str) -> None:
@@ -377,12 +396,61 @@ def progress_files(config: dict[str, Any], experiment: str) -> list[str]:
             for cell in cells(config, experiment) for seed in seeds_of(exp, cell.method)]
 
 
+def packed(config: dict[str, Any], cell: Cell) -> bool:
+    """Whether `cell` trains inside a pack (`pack_jobs`) rather than in a job of its own."""
+    experiment = config["experiments"][cell.experiment]
+    return bool(experiment.get("pack")) and cell.method in DEVICE_LOOP_METHODS
+
+
+@dataclass(frozen=True)
+class PackJob:
+    """One `reengage train-pack` job: cells of one experiment, d, method and batch size
+    (their lr and c differ), each training the seeds `seeds`."""
+
+    cells: tuple[Cell, ...]
+    seeds: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """A rule name: experiment, task, method, batch and seeds (lr and c vary inside)."""
+        cell = self.cells[0]
+        seeds = "_".join(map(str, self.seeds))
+        return (f"{cell.experiment}_{cell.env}_d{cell.dim}_{cell.method}_b{cell.batch}_"
+                f"seeds{seeds}")
+
+
+def pack_jobs(config: dict[str, Any]) -> list[PackJob]:
+    """Every pack the config trains (experiments with `pack: true`): the cells that differ
+    only in lr and c, per chunk of seeds (`seeds_per_job`)."""
+    groups: dict[tuple[Any, ...], list[Cell]] = {}
+    for cell in cells(config):
+        if not packed(config, cell):
+            continue
+        seeds = seeds_of(config["experiments"][cell.experiment], cell.method)
+        for chunk in seed_chunks(seeds, seeds_per_job(config, cell.experiment)):
+            key = (cell.experiment, cell.env, cell.dim, cell.method, cell.batch, chunk)
+            groups.setdefault(key, []).append(cell)
+    return [PackJob(tuple(group), key[-1]) for key, group in groups.items()]
+
+
+def pack_cell_arguments(config: dict[str, Any], job: PackJob) -> str:
+    """The `--cell` options of a pack's command: each cell's `reengage train` options
+    (`train_arguments`, what decides its results) and its --out."""
+    results = config["results"]
+    return " ".join(
+        "--cell " + shlex.quote(f"{train_arguments(config, cell, job.seeds)} --out "
+                                f"{cell.run_dir(results)}")
+        for cell in job.cells)
+
+
 def train_chunks(config: dict[str, Any]) -> dict[tuple[int, ...], dict[str, set[str]]]:
-    """Every population of seeds the config trains: chunk -> experiment -> the method
-    folders (`Cell.method_dir`) trained in that chunk. The Snakefile writes one rule per
-    chunk and limits its wildcards to these names."""
+    """Every population of seeds the config trains outside packs: chunk -> experiment ->
+    the method folders (`Cell.method_dir`) trained in that chunk. The Snakefile writes one
+    rule per chunk and limits its wildcards to these names."""
     chunks: dict[tuple[int, ...], dict[str, set[str]]] = {}
     for cell in cells(config):
+        if packed(config, cell):
+            continue
         seeds = seeds_of(config["experiments"][cell.experiment], cell.method)
         for chunk in seed_chunks(seeds, seeds_per_job(config, cell.experiment)):
             chunks.setdefault(chunk, {}).setdefault(cell.experiment, set()).add(cell.method_dir)
@@ -444,6 +512,8 @@ def train_arguments(config: dict[str, Any], cell: Cell, seeds: tuple[int, ...]) 
     for key in ("inputs", "her_future", "her_relabel"):
         if key in exp:
             options.append(f"--{key.replace('_', '-')} {exp[key]}")
+    if exp.get("loop", "numpy") != "numpy" and cell.method in DEVICE_LOOP_METHODS:
+        options.append(f"--loop {exp['loop']}")  # other methods (SB3's column) keep theirs
     options += [f"--plugin {module}" for module in plugins_for(config, cell)]
     method = method_entry(exp, cell.method)
     settings = {**_dotted(exp["settings"]), **_dotted(method.get("settings", {}))}

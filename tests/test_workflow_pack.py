@@ -1,0 +1,114 @@
+"""Packed grids in the workflow (`pack: true` with `loop: device`): which cells pack, the
+jobs and commands the Snakefile plans for them, and a real run whose every seed writes its
+own cell's files."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reengage.config import ConfigError
+from reengage.workflow import (
+    apply_defaults,
+    cells,
+    pack_cell_arguments,
+    pack_jobs,
+    train_arguments,
+    train_chunks,
+    validate_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMALL = {"hidden": [16, 16], "compile": False}
+
+
+def _config(**experiment) -> dict:
+    methods = [
+        {"name": "ddpg_her", "lrs": [0.001, 0.003], "settings": SMALL},
+        {"name": "reengage_her", "c": [0.1, 0.3], "settings": SMALL},
+        {"name": "sb3_ddpg_her"},
+    ]
+    return {
+        "results": "results", "seeds_per_job": 2, "bootstrap_reps": 50,
+        "theory": {"enabled": False},
+        "experiments": {"packed": {
+            "env": "ContinuousSeek", "dims": [1], "steps": 100, "seeds": 4,
+            "learning_starts": 50, "eval_every": 50, "eval_episodes": 3,
+            "batch_sizes": [16], "lrs": [0.001], "note": "test grid", "methods": methods,
+            "loop": "device", "pack": True, **experiment,
+        }},
+    }
+
+
+def test_cells_of_one_method_d_and_batch_pack_per_seed_chunk():
+    config = apply_defaults(_config())
+    validate_config(copy.deepcopy(config))
+    jobs = pack_jobs(config)
+    # DDPG+HER (2 lr) and ReenGAGE+HER (2 c) pack apart, each per chunk of 2 seeds.
+    assert sorted((job.cells[0].method, len(job.cells), job.seeds) for job in jobs) == [
+        ("ddpg_her", 2, (0, 1)), ("ddpg_her", 2, (2, 3)),
+        ("reengage_her", 2, (0, 1)), ("reengage_her", 2, (2, 3))]
+    assert sorted({cell.lr for job in jobs for cell in job.cells
+                   if cell.method == "ddpg_her"}) == [0.001, 0.003]
+    # The SB3 column is not a device-loop method: it keeps one job per cell and its loop.
+    chunks = train_chunks(config)
+    assert chunks == {(0, 1): {"packed": {"sb3_ddpg_her"}}, (2, 3): {"packed": {"sb3_ddpg_her"}}}
+    (sb3,) = [c for c in cells(config) if c.method == "sb3_ddpg_her"]
+    assert "--loop" not in train_arguments(config, sb3, (0, 1))
+    text = pack_cell_arguments(config, jobs[0])
+    assert text.count("--cell ") == 2 and text.count("--loop device") == 2
+    assert "--out results/runs/packed/ContinuousSeek-d1/" in text
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"loop": "numpy"}, "experiments.packed.pack"),
+    ({"env": "DriveSeek", "dims": [4], "methods": [{"name": "ddpg"}]}, "experiments.packed.loop"),
+])
+def test_pack_and_loop_refused_where_they_cannot_apply(change, key):
+    with pytest.raises(ConfigError) as error:
+        validate_config(_config(**change))
+    assert error.value.option == key
+
+
+def test_check_config_counts_packs_as_jobs(tmp_path, capsys):
+    from reengage.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(_config()))
+    assert main(["check-config", str(path)]) == 0
+    # 4 packs and 2 SB3 populations; 5 variants x 4 seeds x 100 steps (lrs 2 for DDPG).
+    assert "6 training jobs (4 of them packs of cells), 0.0M seed-steps" in capsys.readouterr().out
+
+
+def test_a_packed_experiment_trains_through_snakemake(tmp_path):
+    config = _config(seeds=2, methods=[
+        {"name": "ddpg_her", "lrs": [0.001, 0.003], "settings": SMALL},
+        {"name": "reengage_her", "c": [0.1, 0.3], "settings": SMALL}])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    run = subprocess.run(
+        [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--cores", "2",
+         "--configfile", str(tmp_path / "config.yaml"), "--directory", str(tmp_path),
+         "-p", "results/tables/packed/curves.parquet"],
+        env=environment, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    output = run.stdout + run.stderr
+    assert output.count("reengage train-pack ") == 2 and "rule train_pack_packed_" in output
+    runs = tmp_path / "results" / "runs" / "packed" / "ContinuousSeek-d1"
+    seen = set()
+    for folder in ("ddpg_her/b16_lr0.001", "ddpg_her/b16_lr0.003",
+                   "reengage_her_c0.1/b16_lr0.001", "reengage_her_c0.3/b16_lr0.001"):
+        for seed in (0, 1):
+            record = json.loads((runs / folder / f"seed{seed}" / "run.json").read_text())
+            assert record["status"] == "finished" and record["config"]["loop"] == "device"
+            assert (runs / folder / f"seed{seed}" / "progress.csv").exists()
+            seen.add((record["config"]["lr"], record["config"]["c"]))
+    assert seen == {(0.001, None), (0.003, None), (0.001, 0.1), (0.001, 0.3)}
+    assert not (runs.parent.parent / ".packs").exists() or not any(
+        (runs.parent.parent / ".packs").rglob("*.pt"))
