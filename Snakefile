@@ -143,6 +143,7 @@ for chunk, chunk_experiment, chunk_methods in [
             # train_resources (or the experiment's own) sets them for every training job.
             mem_mb=lambda wildcards: job_resources(config, wildcards.experiment)["mem_mb"],
             runtime=lambda wildcards: job_resources(config, wildcards.experiment)["runtime"],
+            gpu=lambda wildcards: job_resources(config, wildcards.experiment).get("gpu", 0),
             # Options that change how a job runs, not what it computes (checkpointing,
             # wandb): resources rather than params, which Snakemake compares with the
             # finished jobs' and would retrain them for. Executors forward only numbers.
@@ -182,6 +183,7 @@ for pack in pack_jobs(config):
         resources:
             mem_mb=job_resources(config, pack_cell.experiment)["mem_mb"],
             runtime=job_resources(config, pack_cell.experiment)["runtime"],
+            gpu=job_resources(config, pack_cell.experiment).get("gpu", 0),
             run_options=RUN_OPTIONS,
         conda:
             ENV

@@ -2,8 +2,9 @@
 # Every GPU check of the project in one run, for a bare GPU machine that has python3 with a
 # CUDA torch but no internet (issue: the GPU path). It lays the package out under a scratch
 # site folder, installs the pure-Python wheels that benchmarks/gpu_wheels.sh fetched into
-# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark (both methods) and
-# the throughput benchmark with Stable-Baselines3 on the same GPU, and writes everything under
+# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark (both methods),
+# the throughput benchmark with Stable-Baselines3 on the same GPU and the TF32 measurement
+# (benchmarks/tf32.py), and writes everything under
 # $OUT:
 #   steps.tsv (each step's exit status and seconds), env.txt, nvidia-smi.txt, and per step
 #   its log and JSON. A failed step is recorded and the next one still runs.
@@ -69,7 +70,7 @@ if [ "$quick" = 1 ]; then
 else
   populations=1,10,100; reengage=10,100; large=1000
 fi
-step device_loop_ddpg 150 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+step device_loop_ddpg 135 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
   --method ddpg_her --populations "$populations" --repeats 2 --window 200 \
   --json device_loop_ddpg.json
 step device_loop_large 60 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
@@ -84,8 +85,13 @@ if [ "$quick" = 1 ]; then
 else
   args=(--populations 1,10,100 --steps 1000 --repeats 2)
 fi
-step "throughput_$device" 150 python3 "$repo/benchmarks/throughput.py" --device "$device" \
+step "throughput_$device" 120 python3 "$repo/benchmarks/throughput.py" --device "$device" \
   --threads 4 --replay-steps 0 "${args[@]}" --json "throughput_$device.json"
+
+# TF32 against float32: the error in ∇_g Q and the update's speed (issue item: numerics).
+if [ "$quick" = 1 ]; then tf32=(--population 2 --updates 5 --repeats 2); else tf32=(); fi
+step tf32 45 python3 "$repo/benchmarks/tf32.py" --device "$device" "${tf32[@]}" \
+  --json tf32.json
 
 echo "== done; $out/steps.tsv:"
 cat steps.tsv

@@ -36,6 +36,8 @@ def fingerprint(config: dict[str, Any]) -> str:
         ignored |= {"cycle_episodes", "cycle_updates"}
     if config.get("loop", "numpy") == "numpy":  # the only loop before `loop` existed
         ignored.add("loop")
+    if config.get("matmul_precision", "float32") == "float32":  # likewise
+        ignored.add("matmul_precision")
     relevant = {k: v for k, v in config.items() if k not in ignored}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

@@ -19,6 +19,7 @@ from .config import (
     HER_FUTURES,
     HER_RELABELS,
     INPUT_LAYOUTS,
+    MATMUL_PRECISIONS,
     TRAINING_LOOPS,
     ConfigError,
     TrainConfig,
@@ -118,6 +119,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    "device: task, replay, exploration and evaluation as tensors on --device "
                    "(CUDA graphs on a GPU; ContinuousSeek with ddpg_her or reengage_her; "
                    "other random streams, so other curves for one seed)")
+    p.add_argument("--matmul-precision", default="float32", choices=list(MATMUL_PRECISIONS),
+                   help="float32 (default) or tf32: float32 matrix products as TF32 on "
+                   "CUDA (Ampere and later; no effect on a CPU), as the paper's PyTorch did "
+                   "by default; benchmarks/tf32.py measures its error and speed")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--checkpoint-every", type=int, default=10_000,
                    help="env steps between checkpoints of the whole population (default "

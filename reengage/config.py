@@ -30,6 +30,11 @@ TRAINING_LOOPS = ("numpy", "device")
 networks on --device) or `device` (reengage/device: task, replay, exploration and
 evaluation as tensors on --device, captured as CUDA graphs on a GPU; its random streams
 differ from the numpy loop's, so one seed gives different curves in the two)."""
+MATMUL_PRECISIONS = {"float32": "highest", "tf32": "high"}
+"""`--matmul-precision` -> torch.set_float32_matmul_precision's setting. tf32 lets CUDA run
+float32 matrix products as TF32 on Ampere and later GPUs (PyTorch 1.7-1.11, the paper's,
+did by default; benchmarks/tf32.py measures its error in the goal gradient and its speed);
+it changes nothing on a CPU."""
 DEVICE_LOOP_ENVS = ("ContinuousSeek",)
 DEVICE_LOOP_METHODS = ("ddpg_her", "reengage_her")
 """What the device loop trains so far (reengage/device/driver.py refuses the rest)."""
@@ -72,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 10_000
     loop: str = "numpy"
+    matmul_precision: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,7 +144,8 @@ def from_arguments(args: Any) -> TrainConfig:
         her_k=args.her_k, her_future=args.her_future, her_relabel=args.her_relabel,
         inputs=args.inputs, gamma=args.gamma, tau=args.tau, action_noise=args.action_noise,
         threads=args.threads, device=args.device, checkpoint_every=args.checkpoint_every,
-        loop=args.loop, extra=parse_settings(args.settings),
+        loop=args.loop, matmul_precision=args.matmul_precision,
+        extra=parse_settings(args.settings),
     )
 
 
@@ -212,7 +219,9 @@ def validate(cfg: TrainConfig) -> None:
     for option, value, allowed in (("--her-future", cfg.her_future, HER_FUTURES),
                                    ("--her-relabel", cfg.her_relabel, HER_RELABELS),
                                    ("--inputs", cfg.inputs, INPUT_LAYOUTS),
-                                   ("--loop", cfg.loop, TRAINING_LOOPS)):
+                                   ("--loop", cfg.loop, TRAINING_LOOPS),
+                                   ("--matmul-precision", cfg.matmul_precision,
+                                    tuple(MATMUL_PRECISIONS))):
         if value not in allowed:
             raise ConfigError(option, f"must be one of {', '.join(allowed)} (got {value!r})")
     if not 0 <= cfg.gamma <= 1:

@@ -35,7 +35,7 @@ from reengage.agents.replay import EpisodeReplay
 
 from .allocator import retain_freed_memory
 from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
-from .config import ConfigError, TrainConfig
+from .config import MATMUL_PRECISIONS, ConfigError, TrainConfig
 from .paths import checkpoint_path, member_dir, seeds_text
 from .policy import learner_fields, member_weights, policy_document, save_policy
 from .progress import (
@@ -527,6 +527,12 @@ class PopulationRun:
         self.started = self.last_log_time = time.time()
 
 
+def set_matmul_precision(cfg: TrainConfig) -> None:
+    """This process's float32 matrix products as the run asks (config.MATMUL_PRECISIONS):
+    set on every run, so one run's choice never carries into the next in one process."""
+    torch.set_float32_matmul_precision(MATMUL_PRECISIONS[cfg.matmul_precision])
+
+
 def learner_optimizers(
         learner: Learner) -> list[tuple[str, torch.optim.Optimizer | PopulationAdam]]:
     """The optimisers a learner owns, found by attribute so methods need no extra API."""
@@ -549,6 +555,7 @@ def train(cfg: TrainConfig, out: Path, progress: bool = True,
 
     Tunes the process's malloc to keep freed memory (reengage/allocator.py): 2-7 % faster on
     CPU, at no cost in peak memory; `REENGAGE_MALLOC_TUNING=off` keeps glibc's defaults."""
+    set_matmul_precision(cfg)
     if cfg.env in ROBOTICS_ENVS:  # the Baselines regime, whatever the method's own loop
         from .baselines_her import train_robotics
 

@@ -112,3 +112,29 @@ def test_a_packed_experiment_trains_through_snakemake(tmp_path):
     assert seen == {(0.001, None), (0.003, None), (0.001, 0.1), (0.001, 0.3)}
     assert not (runs.parent.parent / ".packs").exists() or not any(
         (runs.parent.parent / ".packs").rglob("*.pt"))
+
+
+def test_the_gpu_config_plans_packs_that_each_ask_for_a_gpu(tmp_path):
+    """config/gpu_d20.yaml: two packs (DDPG+HER alone, the three ReenGAGE c together), each
+    job with the `gpu` resource the SLURM executor turns into `--gpus=1`; a config that
+    does not set it asks for none."""
+    environment = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    def dry_run(*args: str) -> str:
+        run = subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-n",
+                              "--cores", "2", "--directory", str(tmp_path), *args],
+                             env=environment, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout + run.stderr
+
+    output = dry_run("--configfile", str(REPO / "config" / "gpu_d20.yaml"))
+    jobs = [block for block in output.split("\nrule ")[1:] if block.startswith("train_")]
+    assert sorted(block.split(":")[0] for block in jobs) == [
+        "train_pack_continuous_seek_d20_ContinuousSeek_d20_ddpg_her_b256_seeds0_1_2_3_4",
+        "train_pack_continuous_seek_d20_ContinuousSeek_d20_reengage_her_b128_seeds0_1_2_3_4"]
+    assert all("gpu=1" in block for block in jobs)
+    reengage = next(block for block in jobs if "reengage_her" in block.split(":")[0])
+    assert all(f"reengage_her_c{c}/b128_lr0.0005/seed4/progress.csv" in reengage
+               for c in ("0.1", "0.2", "0.3"))
+    default = dry_run("--configfile", str(REPO / "config" / "default.yaml"))
+    assert "gpu=0" in default and "gpu=1" not in default

@@ -147,8 +147,8 @@ def test_an_experiment_may_reserve_its_own_cores_and_resources():
     config = apply_defaults({**_config(experiment), "threads_per_job": 1,
                              "experiments": {"hr": experiment, "other": _hand_reach()}})
     assert job_threads(config, "hr") == 8 and job_threads(config, "other") == 1
-    assert job_resources(config, "hr") == {"mem_mb": 32000, "runtime": 720}
-    assert job_resources(config, "other") == {"mem_mb": 4000, "runtime": 720}
+    assert job_resources(config, "hr") == {"mem_mb": 32000, "runtime": 720, "gpu": 0}
+    assert job_resources(config, "other") == {"mem_mb": 4000, "runtime": 720, "gpu": 0}
 
 
 def test_the_report_is_told_each_note_and_reference_check():

@@ -53,6 +53,7 @@ from reengage.run import (
     learner_optimizers,
     resolve_device,
     seed_record,
+    set_matmul_precision,
 )
 
 from .evaluator import DeviceEvaluator
@@ -382,6 +383,7 @@ def train_on_device(cfg: TrainConfig, out: Path, progress: bool = True,
     contents); raises RunInterrupted after checkpointing on SIGTERM or SIGINT."""
     cfg = replace(cfg, loop="device")  # run.json and the checkpoint say which loop ran
     validate(cfg)
+    set_matmul_precision(cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     return DeviceRun([PackedCell(cfg, out)], checkpoint_path(out, cfg.seeds), progress,
@@ -399,7 +401,8 @@ def train_pack(cells: list[PackedCell], checkpoint_dir: Path, progress: bool = T
     cells = [replace(cell, cfg=replace(cell.cfg, loop="device")) for cell in cells]
     for cell in cells:
         validate(cell.cfg)
-    population_config(cells)  # refuse what cannot pack before anything is built
+    population, _, _ = population_config(cells)  # refuse what cannot pack, before building
+    set_matmul_precision(population)
     threads = cells[0].cfg.threads
     if threads is not None:
         torch.set_num_threads(threads)
