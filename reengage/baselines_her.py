@@ -87,7 +87,7 @@ from reengage.agents.normalizer import her_statistics_sample
 from reengage.agents.replay import EpisodeReplay
 from reengage.envs.robotics import batched_reward, require_robotics
 
-from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
+from .checkpoint import as_numpy, load_checkpoint, remove_checkpoint, save_checkpoint
 from .config import ConfigError, TrainConfig
 from .paths import checkpoint_path, member_dir, seeds_text
 from .progress import (
@@ -703,9 +703,7 @@ class RoboticsTraining:
             self.run_.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        ckpt.unlink(missing_ok=True)  # only once every seed's files say finished
-        if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
-            ckpt.parent.rmdir()
+        remove_checkpoint(ckpt)  # only now that every seed's files say finished
         return records
 
     def _on_signal(self, signal_number: int, frame: Any) -> None:

@@ -101,3 +101,12 @@ def as_numpy(value: Any) -> Any:
     if isinstance(value, list):
         return [as_numpy(v) for v in value]
     return value
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a finished run's checkpoint, and its `.checkpoints` folder once that is empty
+    (other populations of the same cell may still keep theirs there). Call it only once
+    every seed's files say finished."""
+    path.unlink(missing_ok=True)
+    if path.parent.is_dir() and not any(path.parent.iterdir()):
+        path.parent.rmdir()

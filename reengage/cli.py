@@ -12,7 +12,9 @@ import io
 import shlex
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import (
@@ -151,6 +153,24 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="no progress bar: one line per evaluation on stderr instead")
 
 
+def _training_outcome(command: str, run: Callable[[], list[dict[str, Any]]]
+                      ) -> list[dict[str, Any]] | int:
+    """`run()`'s records, or the exit status of a refusal (2: a checkpoint that cannot be
+    used, bad input found late) or an interruption (128 + the signal, after the run
+    checkpointed), said in one line on stderr."""
+    from .checkpoint import CheckpointError  # heavy imports only once the input is good
+    from .run import RunInterrupted
+
+    try:
+        return run()
+    except (CheckpointError, ConfigError) as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return USAGE_ERROR
+    except RunInterrupted as interruption:
+        print(f"{command}: {interruption}", file=sys.stderr)
+        return 128 + interruption.signal_number
+
+
 def _train(args: argparse.Namespace) -> int:
     try:
         import_plugins(args.plugin)
@@ -177,8 +197,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"reengage train: {error}", file=sys.stderr)
         return USAGE_ERROR
 
-    from .checkpoint import CheckpointError  # heavy imports only once the input is good
-    from .run import RunInterrupted, train
+    from .run import train  # heavy imports only once the input is good
 
     listeners = []
     if args.wandb_project:  # every evaluation is logged as it happens
@@ -186,14 +205,11 @@ def _train(args: argparse.Namespace) -> int:
 
         listeners.append(WandbTracker(out, args.wandb_project, args.wandb_group or str(out),
                                       args.wandb_mode))
-    try:
-        records = train(cfg, out, progress=not args.quiet, listeners=listeners)
-    except (CheckpointError, ConfigError) as error:
-        print(f"reengage train: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except RunInterrupted as interruption:
-        print(f"reengage train: {interruption}", file=sys.stderr)
-        return 128 + interruption.signal_number
+    outcome = _training_outcome("reengage train", lambda: train(
+        cfg, out, progress=not args.quiet, listeners=listeners))
+    if isinstance(outcome, int):
+        return outcome
+    records = outcome
     if not args.quiet:
         diverged = [r["seed"] for r in records if r["status"] == "diverged"]
         note = f"; diverged: seeds {diverged}" if diverged else ""
@@ -285,18 +301,13 @@ def _train_pack(args: argparse.Namespace) -> int:
         print(f"reengage train-pack: {error}", file=sys.stderr)
         return USAGE_ERROR
 
-    from .checkpoint import CheckpointError
     from .device.driver import train_pack
-    from .run import RunInterrupted
 
-    try:
-        records = train_pack(cells, args.checkpoint_dir, progress=not args.quiet)
-    except (CheckpointError, ConfigError) as error:
-        print(f"reengage train-pack: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    except RunInterrupted as interruption:
-        print(f"reengage train-pack: {interruption}", file=sys.stderr)
-        return 128 + interruption.signal_number
+    outcome = _training_outcome("reengage train-pack", lambda: train_pack(
+        cells, args.checkpoint_dir, progress=not args.quiet))
+    if isinstance(outcome, int):
+        return outcome
+    records = outcome
     if not args.quiet:
         diverged = sum(r["status"] == "diverged" for r in records)
         note = f"; {diverged} diverged" if diverged else ""

@@ -34,7 +34,7 @@ from reengage.agents.optim import PopulationAdam
 from reengage.agents.replay import EpisodeReplay
 
 from .allocator import retain_freed_memory
-from .checkpoint import as_numpy, load_checkpoint, save_checkpoint
+from .checkpoint import as_numpy, load_checkpoint, remove_checkpoint, save_checkpoint
 from .config import MATMUL_PRECISIONS, ConfigError, TrainConfig
 from .paths import checkpoint_path, member_dir, seeds_text
 from .policy import learner_fields, member_weights, policy_document, save_policy
@@ -334,10 +334,7 @@ class PopulationRun:
             self.live.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        # The checkpoint goes only once every seed's files say finished.
-        ckpt.unlink(missing_ok=True)
-        if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
-            ckpt.parent.rmdir()
+        remove_checkpoint(ckpt)  # only now that every seed's files say finished
         return records
 
     def _on_signal(self, signal_number: int, frame: Any) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from reengage.checkpoint import load_checkpoint, save_checkpoint
+from reengage.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from reengage.config import (
     DEVICE_LOOP_ENVS,
     DEVICE_LOOP_METHODS,
@@ -343,10 +343,7 @@ class DeviceRun:
                 output.live.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        # The checkpoint goes only once every seed's files say finished.
-        ckpt.unlink(missing_ok=True)
-        if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
-            ckpt.parent.rmdir()
+        remove_checkpoint(ckpt)  # only now that every seed's files say finished
         return records
 
     def _tell(self, event: str, status: str, policies: bool = False) -> list[dict[str, Any]]:
