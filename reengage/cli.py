@@ -7,8 +7,6 @@ and nothing is written.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shlex
 import shutil
 import sys
@@ -32,7 +30,7 @@ from .config import (
 )
 from .paths import checkpoint_path
 from .registry import ENVS, METHODS, ROBOTICS_ENVS
-from .workflow import import_plugins
+from .workflow import import_plugins, parse_train_command
 
 USAGE_ERROR = 2
 ROBOTICS_SETTINGS = ("workers", "envs_per_worker", "cycles", "batches", "test_rollouts",
@@ -251,14 +249,11 @@ def _add_train_pack(sub: argparse._SubParsersAction) -> None:
 
 def _parse_cell(text: str) -> tuple[argparse.Namespace, TrainConfig]:
     """A --cell's `reengage train` arguments, parsed as `reengage train` parses them."""
-    message = io.StringIO()
     try:
-        with contextlib.redirect_stderr(message):  # argparse prints, then exits
-            args = build_parser().parse_args(["train", *shlex.split(text), "--loop", "device"])
-    except SystemExit:
-        reason = message.getvalue().strip().removesuffix(" (see --help)")
-        raise ConfigError("--cell", f"{reason.removeprefix('reengage train: ')} in {text!r}") \
-            from None
+        args = parse_train_command(build_parser(),
+                                   ["train", *shlex.split(text), "--loop", "device"])
+    except ConfigError as error:
+        raise ConfigError("--cell", f"{error} in {text!r}") from None
     return args, from_arguments(args)
 
 

@@ -149,6 +149,13 @@ def job_config(parser: argparse.ArgumentParser, config: dict[str, Any], cell: Ce
     command = ["train", *shlex.split(train_arguments(config, cell, seeds)),
                *shlex.split(run_options(config)), "--threads",
                str(job_threads(config, cell.experiment)), "--out", "-"]
+    return from_arguments(parse_train_command(parser, command))
+
+
+def parse_train_command(parser: argparse.ArgumentParser,
+                        command: list[str]) -> argparse.Namespace:
+    """`command` (`["train", ...]`) parsed by `parser` (`reengage.cli.build_parser()`);
+    a usage error becomes a ConfigError naming the option (argparse would print and exit)."""
     message = io.StringIO()
     try:
         with contextlib.redirect_stderr(message):  # argparse prints, then exits
@@ -160,7 +167,7 @@ def job_config(parser: argparse.ArgumentParser, config: dict[str, Any], cell: Ce
             option, _, text = text.removeprefix("argument ").partition(": ")
             raise ConfigError(option, text) from None
         raise ConfigError("(command)", text) from None
-    return from_arguments(args)
+    return args
 
 
 # The key a `reengage train` option of a job comes from: of the experiment, of the method

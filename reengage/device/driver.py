@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from reengage.checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from reengage.checkpoint import fingerprint, load_checkpoint, remove_checkpoint, save_checkpoint
 from reengage.config import (
     DEVICE_LOOP_ENVS,
     DEVICE_LOOP_METHODS,
@@ -59,7 +59,7 @@ from reengage.run import (
 from .evaluator import DeviceEvaluator
 from .graphs import StepGraphs
 from .logger import DeviceLogger
-from .pack import PackedCell, pack_checkpoint, pack_settings, population_config
+from .pack import PackedCell, pack_checkpoint, population_config
 from .replay import DeviceEpisodeReplay
 from .seek import SeekTask, seek_reward
 from .streams import EXPLORATION, GOALS, CounterStreams
@@ -137,11 +137,9 @@ class DeviceTraining:
         return learner_state(obs, self.cfg.inputs), obs["desired_goal"]
 
     def state_tensors(self) -> list[torch.Tensor]:
-        """Everything the step mutates in place, for tests (nothing may be re-allocated)."""
-        task = self.task
-        return [task.position, task.goal, task.elapsed, task.reached,
-                *self.replay.state_tensors(), *self.logger.state_tensors(),
-                self.step_count, self.episodes, self.updates, *self.learner.parameters()]
+        """Everything the step and the evaluation mutate in place, for tests (nothing may
+        be re-allocated): what a checkpoint holds, and the learner's weights."""
+        return [*self.checkpointed_tensors(), *self.learner.parameters()]
 
     def mode(self, step: int) -> tuple[bool, bool, bool]:
         """(episode starts, random actions, update) of step `step` (1-based), from host
@@ -283,7 +281,9 @@ class DeviceRun:
         """What a checkpoint must belong to: the cell's configuration, or every cell's."""
         if len(self.cells) == 1:
             return self.cells[0].cfg.to_dict()
-        return {"pack": [pack_settings(cell.cfg) for cell in self.cells]}
+        # Each cell by its own fingerprint, so a pack ignores what one cell's checkpoint
+        # ignores (threads, device, checkpoint interval; reengage/checkpoint.py).
+        return {"pack": [fingerprint(cell.cfg.to_dict()) for cell in self.cells]}
 
     def wall_time(self) -> float:
         return self.elapsed_before + time.time() - self.started

@@ -21,11 +21,6 @@ from reengage.config import ConfigError, TrainConfig
 PACKABLE = ("seeds", "lr", "c")
 """The settings in which the cells of one population may differ."""
 
-_MACHINE = ("threads", "device", "checkpoint_every")
-"""Settings of the process rather than of the results (left out of a checkpoint's
-fingerprint, as reengage/checkpoint.py leaves them out for one cell)."""
-
-
 @dataclass(frozen=True)
 class PackedCell:
     """One grid cell of a population: its configuration (its own seeds, lr and c), the
@@ -44,11 +39,6 @@ def pack_checkpoint(directory: Path) -> Path:
 
 def _option(name: str) -> str:
     return "--set" if name == "extra" else "--" + name.replace("_", "-")
-
-
-def pack_settings(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings of a cell that decide its results (for a pack's checkpoint)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in _MACHINE}
 
 
 def population_config(cells: list[PackedCell]) -> tuple[
