@@ -100,7 +100,7 @@ class _GoalConditioned(nn.Module):
         return self.net(network_input(state, goal, self.goal_at, *rest))
 
 
-def _per_member(name: str, values: Sequence[float] | None, members: int,
+def per_member_settings(name: str, values: Sequence[float] | None, members: int,
                 positive: bool) -> tuple[float, ...] | None:
     """`values` as a tuple of floats, checked: one per member, finite, positive (or not
     negative)."""
@@ -144,8 +144,8 @@ class DDPG(nn.Module):
         super().__init__()
         if len(generators) != members:
             raise ValueError(f"need one generator per member ({members}), got {len(generators)}")
-        lrs = _per_member("member_lrs", member_lrs, members, positive=True)
-        cs = _per_member("member_cs", member_cs, members, positive=False)
+        lrs = per_member_settings("member_lrs", member_lrs, members, positive=True)
+        cs = per_member_settings("member_cs", member_cs, members, positive=False)
         if cs is not None and 0.0 in cs and max(cs) > 0:
             raise ValueError(
                 f"member_cs {cs} mixes c = 0 with c > 0: pack DDPG members (c = 0) apart from "

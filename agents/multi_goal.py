@@ -7,11 +7,13 @@ the env's `item_reward` at s'), from which the scalar reward is derived. No HER.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .ddpg import per_member_settings
 from .deepsets import DeepSetsActorCritic, DeepSetsConfig
 from .multi_goal_loss import multi_goal_actor_loss, multi_goal_critic_loss
 from .optim import PopulationAdam
@@ -34,21 +36,52 @@ class MultiGoalConfig:
 
 
 class MultiGoalDDPG(nn.Module):
-    """DeepSets actor-critic trained by DDPG's losses plus the optional gate-gradient term."""
+    """DeepSets actor-critic trained by DDPG's losses plus the optional gate-gradient term.
+    Members may differ in learning rate and c (`member_lrs`, `member_cs`: a packed grid, as
+    agents/ddpg.py's DDPG); each still equals the same seed trained alone, bitwise on the
+    CPU."""
 
     def __init__(self, members: int, obs_dim: int, action_dim: int, n_max: int,
-                 config: MultiGoalConfig, generators: list[torch.Generator]):
+                 config: MultiGoalConfig, generators: list[torch.Generator],
+                 member_lrs: Sequence[float] | None = None,
+                 member_cs: Sequence[float] | None = None):
         super().__init__()
+        lrs = per_member_settings("member_lrs", member_lrs, members, positive=True)
+        cs = per_member_settings("member_cs", member_cs, members, positive=False)
+        if cs is not None and 0.0 in cs and max(cs) > 0:
+            raise ValueError(f"member_cs {cs} mixes c = 0 with c > 0: DDPG members (c = 0) "
+                             "pack apart from Multi-ReenGAGE members")
+        if lrs is not None and len(set(lrs)) > 1 and not config.fused_adam:
+            raise ValueError("member_lrs that differ need fused_adam")
         self.config, self.n_max = config, n_max
+        self.member_lrs: tuple[float, ...] = lrs or (config.lr,) * members
+        self.member_cs: tuple[float, ...] = cs or (config.gate_coef,) * members
+        # One c for every member stays a Python float (the loss multiplies by it as before
+        # packing); per-member c become a float32 tensor on the update's device, made at
+        # the first update there (an eager warm-up step before any CUDA graph capture). Not
+        # a buffer: a policy file holds weights only.
+        self._gate_coef: float | None = (self.member_cs[0] if len(set(self.member_cs)) == 1
+                                         else None)
+        self._member_gate_coef: dict[torch.device, torch.Tensor] = {}
         self.model = DeepSetsActorCritic(members, obs_dim, action_dim, n_max, generators,
                                          config.networks)
         self.target = self.model.make_target()
-        self.critic_optimizer = PopulationAdam(self.model.critic_parameters(), config.lr,
+        lr = lrs or config.lr
+        self.critic_optimizer = PopulationAdam(self.model.critic_parameters(), lr,
                                                config.fused_adam)
-        self.actor_optimizer = PopulationAdam(self.model.actor_parameters(), config.lr,
+        self.actor_optimizer = PopulationAdam(self.model.actor_parameters(), lr,
                                               config.fused_adam)
         self._online = list(self.model.parameters())
         self._target = list(self.target.parameters())
+
+    def _coefficient(self, device: torch.device) -> float | torch.Tensor:
+        """c: one float for every member, or each member's `[M]` on `device`."""
+        if self._gate_coef is not None:
+            return self._gate_coef
+        if device not in self._member_gate_coef:
+            self._member_gate_coef[device] = torch.tensor(self.member_cs, dtype=torch.float32,
+                                                          device=device)
+        return self._member_gate_coef[device]
 
     def _goal_set(self, goal: torch.Tensor) -> torch.Tensor:
         return goal.reshape(*goal.shape[:-1], self.n_max, 3)
@@ -62,7 +95,8 @@ class MultiGoalDDPG(nn.Module):
         goal_set = self._goal_set(goal)
         critic = multi_goal_critic_loss(
             self.model, self.target, obs, action, next_obs, goal_set, reward,
-            self.config.gamma, self.config.gate_coef, self.config.through_target_actor,
+            self.config.gamma, self._coefficient(obs.device),
+            self.config.through_target_actor,
         )
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic.loss.backward()

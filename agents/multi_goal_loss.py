@@ -95,16 +95,18 @@ def multi_goal_critic_loss(
     goal_set: torch.Tensor,
     item_reward: torch.Tensor,
     gamma: float,
-    gate_coef: float,
+    gate_coef: float | torch.Tensor,
     through_target_actor: bool = True,
 ) -> CriticLoss:
     """DDPG's critic loss plus `gate_coef · gate_term` (Multi-ReenGAGE when `gate_coef > 0`).
 
     Shapes: obs/next_obs `[M, B, obs]`, action `[M, B, act]`, goal_set `[M, B, n_max, 3]`
     (the same set for s and s'), item_reward `[M, B, n_max]`. `gate_coef = 0` is plain
-    DDPG and skips every gate gradient.
+    DDPG and skips every gate gradient. A tensor `gate_coef` `[M]` gives each member its own
+    c (a packed population; all > 0, which is not checked here: reading a device tensor
+    would break a CUDA graph's capture).
     """
-    use_gates = gate_coef > 0
+    use_gates = isinstance(gate_coef, torch.Tensor) or gate_coef > 0
     teacher, target_dq_db = teacher_and_gate_gradient(
         target, next_obs, goal_set, item_reward, gamma, use_gates, through_target_actor
     )

@@ -97,11 +97,12 @@ class LearnerSpec:
     learner each action as its index in one float column (`action_dim` 1)."""
     member_lrs: tuple[float, ...] | None = None
     """Per-member learning rates of a packed population (one holding a slice of a grid:
-    members that differ in lr and c), one per member; None: every member uses `lr`. Only
-    `build_ddpg` takes them."""
+    members that differ in lr and c), one per member; None: every member uses `lr`.
+    `build_ddpg` and `build_multi_goal` take them."""
     member_cs: tuple[float, ...] | None = None
     """Per-member c of a packed population, one per member, all 0 (DDPG) or all > 0
-    (ReenGAGE); None: every member uses `c`. Only `build_ddpg` takes them."""
+    (ReenGAGE); None: every member uses `c`. `build_ddpg` and `build_multi_goal` take
+    them."""
 
 
 class Learner(Protocol):
@@ -200,7 +201,8 @@ def build_multi_goal(spec: LearnerSpec) -> Learner:
                              gate_coef=spec.c or 0.0, networks=networks, **extra)
     n_max = spec.goal_dim // 3
     return MultiGoalDDPG(spec.members, spec.obs_dim, spec.action_dim, n_max, config,
-                         spec.generators)
+                         spec.generators, member_lrs=spec.member_lrs,
+                         member_cs=spec.member_cs)
 
 
 def build_dqn(spec: LearnerSpec, **fixed: Any) -> Learner:
