@@ -12,6 +12,11 @@ the two loops; the table gives the median [min, max].
     python benchmarks/device_loop.py --threads 1                  # CPU, populations 1 and 10
     python benchmarks/device_loop.py --dim 2 --hidden 64,64 --batch-size 64   # loop-bound
     python benchmarks/device_loop.py --device cuda --populations 1,10,100 --window 1000
+    python benchmarks/device_loop.py --env DriveSeek --dim 200 --method multi_reengage \
+        --device cuda --window 200                  # goal sets at the paper's scale
+
+On DriveSeek and NoisySeek `--dim` is n_max and the networks are the DeepSets actor-critic at
+the paper's widths (agents/deepsets.py; `--hidden` does not apply).
 """
 
 from __future__ import annotations
@@ -32,19 +37,27 @@ import torch
 
 from reengage.config import TrainConfig
 from reengage.device import train_on_device
+from reengage.registry import ENVS
 from reengage.run import train
 
 LOOPS = {"numpy": train, "device": train_on_device}
 
 
+METHODS = {"ContinuousSeek": ("ddpg_her", "reengage_her"),
+           "DriveSeek": ("ddpg", "multi_reengage"), "NoisySeek": ("ddpg", "multi_reengage")}
+C = {"reengage_her": 0.2, "multi_reengage": 10.0}
+"""The paper's middle c for ReenGAGE+HER; c = 10 (α = c/n_max) for Multi-ReenGAGE."""
+
+
 def _config(args: argparse.Namespace, population: int) -> TrainConfig:
     window = args.window
+    goal_sets = args.env != "ContinuousSeek"
     return TrainConfig(
-        env="ContinuousSeek", dim=args.dim, method=args.method,
-        c=0.2 if args.method == "reengage_her" else None, seeds=list(range(population)),
-        steps=3 * window, learning_starts=window, eval_every=window,
-        eval_episodes=args.eval_episodes, batch_size=args.batch_size, threads=args.threads,
-        device=args.device, checkpoint_every=0, extra={"hidden": args.hidden})
+        env=args.env, dim=args.dim, method=args.method, c=C.get(args.method),
+        seeds=list(range(population)), steps=3 * window, learning_starts=window,
+        eval_every=window, eval_episodes=args.eval_episodes, batch_size=args.batch_size,
+        threads=args.threads, device=args.device, checkpoint_every=0,
+        extra={} if goal_sets else {"hidden": args.hidden})
 
 
 def measure(loop: str, cfg: TrainConfig) -> float:
@@ -61,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--populations", default="1,10", help="comma-separated (default 1,10)")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--window", type=int, default=100,
-                   help="steps per window, a multiple of 10 (default 100)")
-    p.add_argument("--dim", type=int, default=20)
-    p.add_argument("--method", choices=("ddpg_her", "reengage_her"), default="ddpg_her")
+    p.add_argument("--window", type=int, default=None,
+                   help="steps per window, a multiple of the episode length (default 100 on "
+                   "ContinuousSeek, 200 on the goal-set tasks)")
+    p.add_argument("--env", choices=tuple(METHODS), default="ContinuousSeek")
+    p.add_argument("--dim", type=int, default=20, help="d, or n_max on a goal-set task")
+    p.add_argument("--method", default=None,
+                   help="ddpg_her (default) or reengage_her on ContinuousSeek; ddpg (default) "
+                   "or multi_reengage on DriveSeek and NoisySeek")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--hidden", type=lambda text: tuple(int(x) for x in text.split(",")),
                    default=(256, 256), help="hidden widths (default 256,256)")
@@ -74,8 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loops", default="numpy,device", help="which loops (default both)")
     p.add_argument("--json", type=Path, default=None, help="write the records here")
     args = p.parse_args(argv)
-    if args.window % 10:
-        p.error("--window must be a multiple of 10 (the episode length)")
+    methods = METHODS[args.env]
+    args.method = args.method or methods[0]
+    if args.method not in methods:
+        p.error(f"--method on {args.env}: one of {', '.join(methods)}")
+    episode = ENVS[args.env].steps_at(args.dim)
+    args.window = args.window or (100 if args.env == "ContinuousSeek" else 200)
+    if args.window % episode:
+        p.error(f"--window must be a multiple of {episode} (the episode length)")
     populations = [int(x) for x in args.populations.split(",")]
     loops = args.loops.split(",")
     torch.set_num_threads(args.threads)
@@ -95,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"loop": loop, "population": population,
                         "seed_steps_per_s": statistics.median(values),
                         "min": min(values), "max": max(values), "samples": values})
-    info = {"device": args.device, "threads": args.threads, "dim": args.dim,
+    info = {"device": args.device, "threads": args.threads, "env": args.env, "dim": args.dim,
             "method": args.method, "batch_size": args.batch_size, "hidden": list(args.hidden),
             "window": args.window,
             "eval_episodes": args.eval_episodes, "repeats": args.repeats,

@@ -2,7 +2,8 @@
 # Every GPU check of the project in one run, for a bare GPU machine that has python3 with a
 # CUDA torch but no internet (issue: the GPU path). It lays the package out under a scratch
 # site folder, installs the pure-Python wheels that benchmarks/gpu_wheels.sh fetched into
-# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark (both methods),
+# .whl/, runs the GPU-only tests (pytest -m gpu), the device-loop benchmark (both methods on
+# ContinuousSeek d = 20, Multi-ReenGAGE on DriveSeek at the paper's n_max 200 and widths),
 # the throughput benchmark with Stable-Baselines3 on the same GPU and the TF32 measurement
 # (benchmarks/tf32.py), and writes everything under
 # $OUT:
@@ -61,36 +62,40 @@ cat env.txt
 # lacks (snakemake, rliable, MuJoCo) and stop pytest before it ran anything.
 mapfile -t gpu_tests < <(grep -l "pytest.mark.gpu" "$repo"/tests/test_*.py)
 if [ "${#gpu_tests[@]}" -gt 0 ]; then
-  step tests_gpu 90 python3 -m pytest -q -m gpu -p no:cacheprovider --rootdir "$repo" \
+  step tests_gpu 80 python3 -m pytest -q -m gpu -p no:cacheprovider --rootdir "$repo" \
     -c "$repo/pyproject.toml" "${gpu_tests[@]}"
 fi
 
 if [ "$quick" = 1 ]; then
-  populations=1,10; reengage=10; large=20
+  populations=1,10; reengage=10; large=20; drive=(--dim 50 --populations 1,2 --window 80)
 else
-  populations=1,10,100; reengage=10,100; large=1000
+  populations=1,10,100; reengage=10,100; large=1000; drive=(--dim 200 --populations 1,10)
 fi
-step device_loop_ddpg 135 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+step device_loop_ddpg 115 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
   --method ddpg_her --populations "$populations" --repeats 2 --window 200 \
   --json device_loop_ddpg.json
-step device_loop_large 60 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+step device_loop_large 55 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
   --method ddpg_her --loops device --populations "$large" --repeats 1 --window 200 \
   --json device_loop_large.json
-step device_loop_reengage 90 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+step device_loop_reengage 80 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
   --method reengage_her --populations "$reengage" --repeats 2 --window 200 \
   --json device_loop_reengage.json
+# The issue's goal-set target: Multi-ReenGAGE population 10 at the paper's DriveSeek scale.
+step device_loop_drive_seek 70 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
+  --env DriveSeek --method multi_reengage "${drive[@]}" --repeats 1 --eval-episodes 10 \
+  --json device_loop_drive_seek.json
 
 if [ "$quick" = 1 ]; then
   args=(--populations 1,10 --steps 300 --repeats 1)
 else
   args=(--populations 1,10,100 --steps 1000 --repeats 2)
 fi
-step "throughput_$device" 120 python3 "$repo/benchmarks/throughput.py" --device "$device" \
+step "throughput_$device" 100 python3 "$repo/benchmarks/throughput.py" --device "$device" \
   --threads 4 --replay-steps 0 "${args[@]}" --json "throughput_$device.json"
 
 # TF32 against float32: the error in ∇_g Q and the update's speed (issue item: numerics).
 if [ "$quick" = 1 ]; then tf32=(--population 2 --updates 5 --repeats 2); else tf32=(); fi
-step tf32 45 python3 "$repo/benchmarks/tf32.py" --device "$device" "${tf32[@]}" \
+step tf32 40 python3 "$repo/benchmarks/tf32.py" --device "$device" "${tf32[@]}" \
   --json tf32.json
 
 echo "== done; $out/steps.tsv:"

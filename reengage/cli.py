@@ -117,8 +117,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--loop", default="numpy", choices=TRAINING_LOOPS,
                    help="numpy (default): environments in numpy, networks on --device; "
                    "device: task, replay, exploration and evaluation as tensors on --device "
-                   "(CUDA graphs on a GPU; ContinuousSeek with ddpg_her or reengage_her; "
-                   "other random streams, so other curves for one seed)")
+                   "(CUDA graphs on a GPU; ContinuousSeek with ddpg_her or reengage_her, "
+                   "DriveSeek and NoisySeek with ddpg or multi_reengage; other random "
+                   "streams, so other curves for one seed)")
     p.add_argument("--matmul-precision", default="float32", choices=list(MATMUL_PRECISIONS),
                    help="float32 (default) or tf32: float32 matrix products as TF32 on "
                    "CUDA (Ampere and later; no effect on a CPU), as the paper's PyTorch did "

@@ -35,8 +35,8 @@ MATMUL_PRECISIONS = {"float32": "highest", "tf32": "high"}
 float32 matrix products as TF32 on Ampere and later GPUs (PyTorch 1.7-1.11, the paper's,
 did by default; benchmarks/tf32.py measures its error in the goal gradient and its speed);
 it changes nothing on a CPU."""
-DEVICE_LOOP_ENVS = ("ContinuousSeek",)
-DEVICE_LOOP_METHODS = ("ddpg_her", "reengage_her")
+DEVICE_LOOP_ENVS = ("ContinuousSeek", "DriveSeek", "NoisySeek")
+DEVICE_LOOP_METHODS = ("ddpg_her", "reengage_her", "ddpg", "multi_reengage")
 """What the device loop trains so far (reengage/device/driver.py refuses the rest)."""
 
 
@@ -476,14 +476,25 @@ def network_bytes_per_member(cfg: TrainConfig) -> int:
     are the networks' (reengage/device/driver.py): achieved goal (under `inputs: sb3`),
     observation and desired goal, and the action for the critic."""
     obs, achieved, goal, action = space_widths(cfg.env, cfg.dim)
-    hidden = tuple(cfg.extra.get("hidden", DDPG_DEFAULT_HIDDEN))
     state = obs + (achieved if cfg.inputs == "sb3" else 0)
 
-    def weights(width_in: int, width_out: int) -> int:
+    def weights(width_in: int, hidden: tuple[int, ...], width_out: int) -> int:
         widths = (width_in, *hidden, width_out)
         return sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
 
-    per_copy = weights(state + goal, action) + weights(state + goal + action, 1)
+    if METHODS[cfg.method].item_rewards:  # the DeepSets actor-critic of agents/deepsets.py
+        from reengage.agents.deepsets import DeepSetsConfig
+
+        nets = DeepSetsConfig(**cfg.extra.get("networks", {}))
+        item = 2  # a goal row is (b, x, y): the encoder sees the item (x, y)
+        encoder = weights(state + item, (nets.encoder_hidden,) * 2, nets.embedding)
+        per_copy = (encoder * (1 if nets.share_encoder else 2)
+                    + weights(nets.embedding + state + action, (nets.head_hidden,), 1)
+                    + weights(nets.embedding + state, (nets.head_hidden,), action))
+    else:
+        hidden = tuple(cfg.extra.get("hidden", DDPG_DEFAULT_HIDDEN))
+        per_copy = (weights(state + goal, hidden, action)
+                    + weights(state + goal + action, hidden, 1))
     return NETWORK_COPIES * per_copy * FLOAT32_BYTES
 
 

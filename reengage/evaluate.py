@@ -109,16 +109,15 @@ def _evaluate_on_device(learner: Any, cfg: TrainConfig, seed: int, evaluation: i
                         device: torch.device) -> tuple[float, float]:
     """Evaluation number `evaluation` of a device-loop run (reengage/device/evaluator.py):
     its goals are the seed's EVALUATION stream at counter `evaluation - 1`."""
-    from .device.driver import learner_state
+    from .device.driver import policy_inputs
     from .device.evaluator import DeviceEvaluator
-    from .device.seek import SeekTask
-    from .device.streams import CounterStreams
+    from .device.streams import EVALUATION_MOTION, CounterStreams
+    from .device.task import make_task
 
-    def state_of(obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return learner_state(obs, cfg.inputs), obs["desired_goal"]
-
-    evaluator = DeviceEvaluator(SeekTask(1, cfg.eval_episodes, cfg.dim, device),
-                                CounterStreams([seed], device), state_of)
+    streams = CounterStreams([seed], device)
+    task = make_task(cfg.env, 1, cfg.eval_episodes, cfg.dim, device, streams,
+                     EVALUATION_MOTION)
+    evaluator = DeviceEvaluator(task, streams, lambda obs: policy_inputs(obs, cfg.inputs))
     evaluator.count.fill_(evaluation - 1)
     evaluator(learner.act)
     episodes = cfg.eval_episodes

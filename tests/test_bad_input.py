@@ -173,6 +173,23 @@ def test_network_bytes_count_what_a_learner_holds(inputs):
     assert network_bytes_per_member(cfg) == 5 * online * 4
 
 
+@pytest.mark.parametrize("share_encoder", [True, False])
+def test_network_bytes_count_what_a_goal_set_learner_holds(share_encoder):
+    """The same for the DeepSets actor-critic (one or two goal encoders)."""
+    from reengage.config import network_bytes_per_member
+    from reengage.device.driver import DeviceTraining
+
+    networks = {"encoder_hidden": 12, "head_hidden": 10, "embedding": 6,
+                "share_encoder": share_encoder}
+    cfg = TrainConfig(env="DriveSeek", dim=5, method="multi_reengage", c=1.0, seeds=[0],
+                      steps=100, device="cpu", loop="device", eval_episodes=2,
+                      extra={"networks": networks})
+    learner = DeviceTraining(cfg, torch.device("cpu")).learner
+    online = sum(p.numel() for p in learner.model.parameters())
+    assert sum(p.numel() for p in learner.target.parameters()) == online
+    assert network_bytes_per_member(cfg) == 5 * online * 4
+
+
 def test_device_loop_memory_check_says_how_many_members_fit():
     from reengage.config import check_device_memory, network_bytes_per_member
 

@@ -68,12 +68,28 @@ def test_cells_of_one_method_d_and_batch_pack_per_seed_chunk():
 
 @pytest.mark.parametrize("change, key", [
     ({"loop": "numpy"}, "experiments.packed.pack"),
-    ({"env": "DriveSeek", "dims": [4], "methods": [{"name": "ddpg"}]}, "experiments.packed.loop"),
+    ({"env": "BitFlip", "dims": [4], "methods": [{"name": "dqn_her"}]},
+     "experiments.packed.loop"),
 ])
 def test_pack_and_loop_refused_where_they_cannot_apply(change, key):
     with pytest.raises(ConfigError) as error:
         validate_config(_config(**change))
     assert error.value.option == key
+
+
+def test_goal_set_cells_pack_by_method():
+    """Multi-ReenGAGE cells of different c pack into one population, DDPG's apart; the
+    greedy agent (no device loop) keeps its own job."""
+    config = apply_defaults(_config(env="NoisySeek", dims=[4], steps=80, eval_every=40,
+                                    learning_starts=40, baseline="ddpg", methods=[
+        {"name": "ddpg"}, {"name": "multi_reengage", "c": [5, 10]}, {"name": "greedy"}]))
+    validate_config(copy.deepcopy(config))
+    jobs = pack_jobs(config)
+    assert sorted((job.cells[0].method, len(job.cells), job.seeds) for job in jobs) == [
+        ("ddpg", 1, (0, 1)), ("ddpg", 1, (2, 3)),
+        ("multi_reengage", 2, (0, 1)), ("multi_reengage", 2, (2, 3))]
+    assert train_chunks(config) == {(0, 1): {"packed": {"greedy"}},
+                                    (2, 3): {"packed": {"greedy"}}}
 
 
 def test_check_config_counts_packs_as_jobs(tmp_path, capsys):

@@ -14,15 +14,17 @@ fall after any step (every `checkpoint_every` steps, and after the step in fligh
 SIGTERM or SIGINT arrives); it is loaded into the same tensors in place before the first
 step, and a resumed run continues bit for bit on the CPU.
 
-Scope, for now: ContinuousSeek with ddpg_her or reengage_her, one update per env step. Not
-yet: cycles of updates, other tasks and methods (the numpy loop, reengage/run.py, trains
-those). The random streams differ from the numpy
-loop's (reengage/device/streams.py), so the two loops give different curves for one seed;
-the initial weights are the same networks.
+Scope, for now: ContinuousSeek with ddpg_her or reengage_her, DriveSeek and NoisySeek with
+ddpg or multi_reengage (reengage/device/task.py has the tasks), one update per env step.
+Not yet: cycles of updates, BitFlip, the greedy agent, SAC, DQN (the numpy loop,
+reengage/run.py, trains those). The random streams differ from the numpy loop's
+(reengage/device/streams.py), so the two loops give different curves for one seed; the
+initial weights are the same networks.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -61,8 +63,8 @@ from .graphs import StepGraphs
 from .logger import DeviceLogger
 from .pack import PackedCell, pack_checkpoint, population_config
 from .replay import DeviceEpisodeReplay
-from .seek import SeekTask, seek_reward
-from .streams import EXPLORATION, GOALS, CounterStreams
+from .streams import EVALUATION_MOTION, EXPLORATION, GOALS, MOTION, CounterStreams
+from .task import make_task
 
 ENVS, METHOD_NAMES = DEVICE_LOOP_ENVS, DEVICE_LOOP_METHODS
 
@@ -87,6 +89,25 @@ def learner_state(obs: dict[str, torch.Tensor], inputs: str) -> torch.Tensor:
     return torch.cat([obs["achieved_goal"], obs["observation"]], dim=-1)
 
 
+def policy_inputs(obs: dict[str, torch.Tensor],
+                  inputs: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(state, goal) `[members, copies, ...]` as a learner's `act` takes them; a goal set
+    flattened, as it travels in the numpy loop."""
+    return learner_state(obs, inputs), obs["desired_goal"].flatten(start_dim=2)
+
+
+def learner_extra(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """The method's settings (`--set`) as the device loop builds the learner with them. On
+    CUDA a goal-set learner encodes every row, padding included (DeepSetsConfig
+    `skip_padding=False`): packing the present rows has a data-dependent shape, which a
+    CUDA graph cannot capture. The two are equal up to float summation order
+    (agents/deepsets.py); run.json's provenance records the setting the learner had."""
+    extra = dict(cfg.extra)
+    if METHODS[cfg.method].item_rewards and device.type == "cuda":
+        extra["networks"] = {**extra.get("networks", {}), "skip_padding": False}
+    return extra
+
+
 class DeviceTraining:
     """The parts of one population's training on `device`, and the step that joins them."""
 
@@ -99,30 +120,48 @@ class DeviceTraining:
         learning rate and c (reengage/device/pack.py), else all take `cfg.lr` and `cfg.c`.
         `on_evaluated(step)` hears each log point once its rows are in `logger.rows`."""
         self.cfg, self.device = cfg, device
-        members, dim = len(cfg.seeds), cfg.dim
+        members = len(cfg.seeds)
         self.members = members
+        method = METHODS[cfg.method]
+        self.streams = CounterStreams(cfg.seeds, device)
+        self.task = task = make_task(cfg.env, members, 1, cfg.dim, device, self.streams,
+                                     MOTION)
+        self.T = task.episode_steps
         # The state leads with the achieved goal under `inputs: sb3` (reengage/run.py).
-        leading = dim if cfg.inputs == "sb3" else 0
+        leading = task.achieved_dim if cfg.inputs == "sb3" else 0
+        goal_dim = math.prod(task.goal_shape)
         self.spec = LearnerSpec(
-            members=members, obs_dim=leading + dim, goal_dim=dim, action_dim=dim, lr=cfg.lr,
-            gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
+            members=members, obs_dim=leading + task.obs_dim, goal_dim=goal_dim,
+            action_dim=task.action_dim, lr=cfg.lr, gamma=cfg.gamma, tau=cfg.tau, c=cfg.c,
             generators=[MemberStreams.from_seed(seed, 0).init for seed in cfg.seeds],
-            extra=dict(cfg.extra), achieved_dim=leading, goal_at=leading or None,
-            member_lrs=member_lrs, member_cs=member_cs)
+            extra=learner_extra(cfg, device), achieved_dim=leading,
+            goal_at=leading or None, member_lrs=member_lrs, member_cs=member_cs)
         try:
-            self.learner = METHODS[cfg.method].build(self.spec)
+            self.learner = method.build(self.spec)
         except TypeError as error:
             raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
         self.learner.to(device)
-        self.learner.prepare(cfg.batch_size)
-        self.streams = CounterStreams(cfg.seeds, device)
-        self.task = SeekTask(members, 1, dim, device)
-        self.T = self.task.episode_steps
+        prepare = getattr(self.learner, "prepare", None)
+        if callable(prepare):
+            prepare(cfg.batch_size)
+        # A goal set travels flattened (`[..., n_max * 3]`) through the buffer and into the
+        # learner, as in the numpy loop; the reward functions want its rows.
+        reward = task.item_reward if method.item_rewards else task.reward
+        shape = task.goal_shape
+
+        def reward_fn(achieved: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+            return reward(achieved, goal.view(*goal.shape[:-1], *shape))
+
+        # The buffer's rows lead with the achieved goal; ContinuousSeek's is its observation.
+        row = task.obs_dim + (0 if task.achieved_is_observation else task.achieved_dim)
         self.replay = DeviceEpisodeReplay(
-            members, cfg.buffer_size, self.T, dim, dim, dim, seek_reward, self.streams, device,
-            her_k=cfg.her_k, her_future=cfg.her_future, her_relabel=cfg.her_relabel)
-        self.evaluator = DeviceEvaluator(SeekTask(members, cfg.eval_episodes, dim, device),
-                                         self.streams, self.state_of)
+            members, cfg.buffer_size, self.T, row, goal_dim, task.action_dim, reward_fn,
+            self.streams, device, her_k=cfg.her_k if method.her else 0,
+            achieved_dim=task.achieved_dim, her_future=cfg.her_future,
+            her_relabel=cfg.her_relabel)
+        self.evaluator = DeviceEvaluator(
+            make_task(cfg.env, members, cfg.eval_episodes, cfg.dim, device, self.streams,
+                      EVALUATION_MOTION), self.streams, self.state_of)
         self.logger = DeviceLogger(members, device, on_evaluated)
         counter = torch.zeros((), dtype=torch.int64, device=device)
         self.step_count, self.episodes, self.updates = counter, counter.clone(), counter.clone()
@@ -133,8 +172,20 @@ class DeviceTraining:
         self.run_evaluation = StepGraphs(lambda _: self.evaluator(self.learner.act), device,
                                          warmup=1)
 
+    def buffer_row(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the buffer stores of an observation: the achieved goal, then the rest."""
+        if self.task.achieved_is_observation:
+            return obs["observation"]
+        return torch.cat([obs["achieved_goal"], obs["observation"]], dim=-1)
+
+    def batch_observation(self, rows: torch.Tensor) -> torch.Tensor:
+        """The observation part of sampled buffer rows (`buffer_row`'s inverse)."""
+        if self.task.achieved_is_observation:
+            return rows
+        return rows[..., self.task.achieved_dim:]
+
     def state_of(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return learner_state(obs, self.cfg.inputs), obs["desired_goal"]
+        return policy_inputs(obs, self.cfg.inputs)
 
     def state_tensors(self) -> list[torch.Tensor]:
         """Everything the step and the evaluation mutate in place, for tests (nothing may
@@ -157,26 +208,30 @@ class DeviceTraining:
         cfg, task, replay, members = self.cfg, self.task, self.replay, self.members
         if starting:
             task.begin(task.draw_goals(self.streams, GOALS, self.episodes))
-            replay.start_episode(task.position[:, 0], task.goal[:, 0])
+            obs = task.observation()
+            replay.start_episode(self.buffer_row(obs)[:, 0],
+                                 obs["desired_goal"][:, 0].reshape(members, -1))
             self.episodes.add_(1)
         self.step_count.add_(1)
+        width = task.action_dim
         if random_actions:
-            u = self.streams.uniform(EXPLORATION, self.step_count, cfg.dim)
+            u = self.streams.uniform(EXPLORATION, self.step_count, width)
             action = (-1.0 + 2.0 * u).to(torch.float32)
         else:
             state, goal = self.state_of(task.observation())
-            noise = self.streams.normal(EXPLORATION, self.step_count, cfg.dim)
+            noise = self.streams.normal(EXPLORATION, self.step_count, width)
             action = self.learner.act(state, goal)[:, 0] + (cfg.action_noise * noise).float()
             action = action.clamp(-1.0, 1.0)
         task.step(action.view(members, 1, -1))
-        replay.add_step(action, task.position[:, 0])
+        replay.add_step(action, self.buffer_row(task.observation())[:, 0])
         if update:
             batch = replay.sample(cfg.batch_size, self.updates)
+            observation = self.batch_observation
             values = self.learner.update(
-                obs=learner_state({"observation": batch.obs, "achieved_goal": batch.achieved},
-                                  cfg.inputs),
+                obs=learner_state({"observation": observation(batch.obs),
+                                   "achieved_goal": batch.achieved}, cfg.inputs),
                 action=batch.action,
-                next_obs=learner_state({"observation": batch.next_obs,
+                next_obs=learner_state({"observation": observation(batch.next_obs),
                                         "achieved_goal": batch.next_achieved}, cfg.inputs),
                 goal=batch.goal, reward=batch.reward)
             self.updates.add_(1)
@@ -185,10 +240,9 @@ class DeviceTraining:
     def checkpointed_tensors(self) -> list[torch.Tensor]:
         """The tensors a checkpoint holds besides the learner's: the task, the buffer, the
         logger's sums, the counters that drive every random stream."""
-        task = self.task
-        return [task.position, task.goal, task.elapsed, task.reached,
-                *self.replay.state_tensors(), *self.logger.state_tensors(),
-                self.step_count, self.episodes, self.updates, self.evaluator.count]
+        return [*self.task.state_tensors(), *self.replay.state_tensors(),
+                *self.logger.state_tensors(), self.step_count, self.episodes, self.updates,
+                self.evaluator.count]
 
     def state_dict(self) -> dict[str, Any]:
         logger = self.logger

@@ -24,14 +24,19 @@ def seek_reward(achieved: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
 
 
 class SeekTask:
-    """`copies` ContinuousSeek episodes for each of `members` learners, stepped together."""
+    """`copies` ContinuousSeek episodes for each of `members` learners, stepped together
+    (reengage/device/task.py's DeviceTask)."""
 
     episode_steps = EPISODE_STEPS
+    achieved_is_observation = True
+    reward = staticmethod(seek_reward)
 
     def __init__(self, members: int, copies: int, dim: int, device: torch.device | str):
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.members, self.copies, self.dim = members, copies, dim
+        self.obs_dim = self.achieved_dim = self.action_dim = dim
+        self.goal_shape = (dim,)
         shape = (members, copies)
         self.position = torch.zeros(*shape, dim, device=device)
         self.goal = torch.zeros(*shape, dim, device=device)
@@ -66,3 +71,6 @@ class SeekTask:
         """The numpy env's dict: observation and achieved goal are the position."""
         return {"observation": self.position, "achieved_goal": self.position,
                 "desired_goal": self.goal}
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return [self.position, self.goal, self.elapsed, self.reached]

@@ -28,9 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-GOALS, EXPLORATION, REPLAY, EVALUATION = range(4)
-"""Purposes: each member has one independent key per purpose."""
-PURPOSES = 4
+GOALS, EXPLORATION, REPLAY, EVALUATION, MOTION, EVALUATION_MOTION = range(6)
+"""Purposes: each member has one independent key per purpose. MOTION and
+EVALUATION_MOTION are a noisy task's motion noise in training and in evaluation episodes.
+SeedSequence states are prefix-stable, so adding purposes kept the first four keys."""
+PURPOSES = 6
 SPAWN_KEY = 5
 """The member seed's SeedSequence child these keys come from: children 0-4 are the numpy
 loop's streams (reengage/run.py `MemberStreams`), so the initial weights, drawn from
