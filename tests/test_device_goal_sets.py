@@ -353,6 +353,7 @@ def _episode_rows(kind: str, device: torch.device, capture: bool) -> torch.Tenso
     return torch.stack(rows)
 
 
+@pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("kind", ["drive", "noisy"])
 def test_draws_and_steps_replay_as_a_cuda_graph(kind):
