@@ -86,6 +86,7 @@ def validate_config(config: dict[str, Any]) -> None:
         error = errors[0]
         raise ConfigError(_key_path(error), error.message)
     import_plugins(config.get("plugins", []))
+    apply_gpu(config)
     for name, experiment in config["experiments"].items():
         where = f"experiments.{name}"
         _check_loop(experiment, where)
@@ -103,6 +104,23 @@ def validate_config(config: dict[str, Any]) -> None:
             raise ConfigError(f"experiments.{name}.baseline", f"{experiment['baseline']!r} is "
                               f"not one of the experiment's methods {names}")
     validate_ablations(filled)
+
+
+def apply_gpu(config: dict[str, Any]) -> dict[str, Any]:
+    """`gpu: true` (schema): experiments on tasks the device loop trains that leave `loop`
+    unset train on it, packed unless they set `pack`, with one GPU per training job unless
+    they ask for their own number. Writes into `config` (as `resolve_epochs` does), so the
+    Snakefile, which validates its config in place, plans what `check-config` plans."""
+    if not config.get("gpu"):
+        return config
+    for experiment in config["experiments"].values():
+        if experiment.get("env") not in DEVICE_LOOP_ENVS or "loop" in experiment:
+            continue
+        experiment["loop"] = "device"
+        experiment.setdefault("pack", True)
+        resources = experiment.setdefault("train_resources", {})
+        resources.setdefault("gpu", 1)
+    return config
 
 
 def _check_loop(experiment: dict[str, Any], where: str) -> None:
@@ -298,6 +316,7 @@ def apply_defaults(config: dict[str, Any]) -> dict[str, Any]:
     for name, experiment in config["experiments"].items():
         if is_robotics(experiment):
             resolve_epochs(experiment, f"experiments.{name}")
+    apply_gpu(config)
     schema = load_schema()
 
     def fill(node: dict[str, Any], sub: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from reengage.config import ConfigError
 from reengage.workflow import (
     apply_defaults,
     cells,
+    job_resources,
     pack_cell_arguments,
     pack_jobs,
     train_arguments,
@@ -90,6 +91,33 @@ def test_goal_set_cells_pack_by_method():
         ("multi_reengage", 2, (0, 1)), ("multi_reengage", 2, (2, 3))]
     assert train_chunks(config) == {(0, 1): {"packed": {"greedy"}},
                                     (2, 3): {"packed": {"greedy"}}}
+
+
+def test_gpu_true_moves_device_loop_experiments_onto_packed_gpu_jobs():
+    """`gpu: true` (e.g. `snakemake --config gpu=true`): experiments on device-loop tasks
+    that leave `loop` unset pack, one GPU per job; the others keep what they say."""
+    config = _config()
+    packed = config["experiments"].pop("packed")
+    for key in ("loop", "pack"):
+        packed.pop(key)
+    config["experiments"] = {
+        "seek": packed,
+        "seek_numpy": {**copy.deepcopy(packed), "loop": "numpy"},
+        "bits": {"env": "BitFlip", "dims": [4], "steps": 96, "seeds": 2, "eval_every": 48,
+                 "learning_starts": 48, "eval_episodes": 3, "batch_sizes": [16],
+                 "lrs": [0.001], "methods": [{"name": "dqn_her"}], "baseline": "dqn_her"},
+    }
+    before = apply_defaults(copy.deepcopy(config))
+    assert pack_jobs(before) == [] and job_resources(before, "seek")["gpu"] == 0
+    config["gpu"] = True
+    validate_config(config)  # in place, as the Snakefile validates its config
+    assert config["experiments"]["seek"]["loop"] == "device"
+    filled = apply_defaults(copy.deepcopy(config))
+    assert {job.cells[0].experiment for job in pack_jobs(filled)} == {"seek"}
+    assert len(pack_jobs(filled)) == 4  # ddpg_her and reengage_her, 2 chunks each
+    assert [job_resources(filled, name)["gpu"] for name in ("seek", "seek_numpy", "bits")] == [
+        1, 0, 0]
+    assert "loop" not in filled["experiments"]["bits"]
 
 
 def test_check_config_counts_packs_as_jobs(tmp_path, capsys):
