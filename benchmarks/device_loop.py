@@ -104,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     samples: dict[tuple[str, int], list[float]] = {}
     load_before = os.getloadavg()
+    info = {"device": args.device, "threads": args.threads, "env": args.env, "dim": args.dim,
+            "method": args.method, "batch_size": args.batch_size, "hidden": list(args.hidden),
+            "window": args.window,
+            "eval_episodes": args.eval_episodes, "repeats": args.repeats,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "load_average_before": load_before,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    records: list[dict[str, Any]] = []
     for repeat in range(args.repeats):
         for population in populations:
             cfg = _config(args, population)
@@ -113,19 +121,14 @@ def main(argv: list[str] | None = None) -> int:
                 samples.setdefault((loop, population), []).append(value)
                 print(f"repeat {repeat} {loop:6s} population {population:4d}: "
                       f"{value:9.1f} seed-steps/s", file=sys.stderr, flush=True)
-    records: list[dict[str, Any]] = []
-    for (loop, population), values in samples.items():
-        records.append({"loop": loop, "population": population,
-                        "seed_steps_per_s": statistics.median(values),
-                        "min": min(values), "max": max(values), "samples": values})
-    info = {"device": args.device, "threads": args.threads, "env": args.env, "dim": args.dim,
-            "method": args.method, "batch_size": args.batch_size, "hidden": list(args.hidden),
-            "window": args.window,
-            "eval_episodes": args.eval_episodes, "repeats": args.repeats,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                # Written after every sample: a run cut short by a time limit keeps what it
+                # measured.
+                records = _records(samples)
+                info["load_average_after"] = os.getloadavg()
+                if args.json is not None:
+                    args.json.parent.mkdir(parents=True, exist_ok=True)
+                    args.json.write_text(json.dumps({"run_info": info, "records": records},
+                                                    indent=2) + "\n")
     print(f"{'loop':8s} {'pop':>5s} {'seed-steps/s':>14s}  [min, max]")
     for r in sorted(records, key=lambda r: (r["population"], r["loop"])):
         print(f"{r['loop']:8s} {r['population']:5d} {r['seed_steps_per_s']:14.1f}  "
@@ -135,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
             ratio = (statistics.median(samples[("device", population)])
                      / statistics.median(samples[("numpy", population)]))
             print(f"population {population}: device / numpy = {ratio:.2f}")
-    print(f"load average before {load_before}, after {info['load_average_after']}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"run_info": info, "records": records}, indent=2)
-                             + "\n")
+    print(f"load average before {load_before}, after {info.get('load_average_after')}")
     return 0
+
+
+def _records(samples: dict[tuple[str, int], list[float]]) -> list[dict[str, Any]]:
+    """Median [min, max] of each (loop, population)'s samples so far."""
+    return [{"loop": loop, "population": population,
+             "seed_steps_per_s": statistics.median(values), "min": min(values),
+             "max": max(values), "samples": values}
+            for (loop, population), values in samples.items()]
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ step device_loop_reengage 80 python3 "$repo/benchmarks/device_loop.py" --device 
   --json device_loop_reengage.json
 # The goal-set target: Multi-ReenGAGE population 10 at the paper's DriveSeek scale.
 step device_loop_drive_seek 70 python3 "$repo/benchmarks/device_loop.py" --device "$device" \
-  --env DriveSeek --method multi_reengage "${drive[@]}" --repeats 1 --eval-episodes 10 \
+  --env DriveSeek --method multi_reengage "${drive[@]}" --loops device,numpy --repeats 1 \
+  --eval-episodes 10 \
   --json device_loop_drive_seek.json
 
 if [ "$quick" = 1 ]; then
