@@ -5,14 +5,13 @@ equals the run left alone, and a member equals its seed trained alone, bit for b
 CPU; packed Multi-ReenGAGE cells (c and lr differing) equal their cells alone;
 `reengage evaluate` replays the run's evaluations, motion noise included."""
 
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from run_files import policy_weights, progress, sigterm_at
 
 from reengage.config import TrainConfig
 from reengage.device import PackedCell, train_on_device, train_pack
@@ -21,7 +20,6 @@ from reengage.device.goal_sets import item_reward
 from reengage.evaluate import evaluate_run
 from reengage.run import RunInterrupted
 
-WALL_CLOCK = ["wall_time_s", "updates_per_s"]
 NETWORKS = {"encoder_hidden": 16, "head_hidden": 16, "embedding": 8}
 
 
@@ -35,24 +33,12 @@ def _config(env: str, method: str, **changes) -> TrainConfig:
     return replace(cfg, **changes)
 
 
-def _progress(out: Path, seed: int) -> pd.DataFrame:
-    return pd.read_csv(out / f"seed{seed}" / "progress.csv").drop(columns=WALL_CLOCK)
 
-
-def _weights(out: Path, seed: int) -> dict[str, torch.Tensor]:
-    return torch.load(out / f"seed{seed}" / "policy.pt")["weights"]
-
-
-def _signal_at(step: int):
-    def hook(now: int, learner) -> None:
-        if now == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return hook
 
 
 def _assert_same_seed(a: Path, b: Path, seed: int) -> None:
-    pd.testing.assert_frame_equal(_progress(a, seed), _progress(b, seed), check_exact=True)
-    wa, wb = _weights(a, seed), _weights(b, seed)
+    pd.testing.assert_frame_equal(progress(a, seed), progress(b, seed), check_exact=True)
+    wa, wb = policy_weights(a, seed), policy_weights(b, seed)
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), name
@@ -96,11 +82,11 @@ def test_interrupted_runs_and_lone_members_equal_the_whole_run(tmp_path, env, me
                   extra={"networks": {**NETWORKS, "skip_padding": skip_padding}})
     train_on_device(cfg, tmp_path / "whole", progress=False)
     with pytest.raises(RunInterrupted) as stopped:
-        train_on_device(cfg, tmp_path / "pieced", progress=False, step_hook=_signal_at(130))
+        train_on_device(cfg, tmp_path / "pieced", progress=False, step_hook=sigterm_at(130))
     assert stopped.value.step == 130
     train_on_device(cfg, tmp_path / "pieced", progress=False)
     train_on_device(replace(cfg, seeds=[1]), tmp_path / "alone", progress=False)
-    whole = _progress(tmp_path / "whole", 1)
+    whole = progress(tmp_path / "whole", 1)
     assert list(whole["step"]) == [0, 80, 160]
     assert whole["mean_return"].iloc[1:].sum() > 0  # rows that tell evaluations apart
     assert whole["critic_loss"].iloc[2:].notna().all()  # updates start after step 80
@@ -111,13 +97,13 @@ def test_interrupted_runs_and_lone_members_equal_the_whole_run(tmp_path, env, me
         # so the encoder's matrix shapes depend on the population and a member equals its
         # seed alone to float rounding only (as in the numpy loop:
         # tests/test_multi_goal_training.py); the dense encoder is bitwise.
-        pd.testing.assert_frame_equal(_progress(tmp_path / "whole", 1),
-                                      _progress(tmp_path / "alone", 1), rtol=1e-5, atol=1e-5)
+        pd.testing.assert_frame_equal(progress(tmp_path / "whole", 1),
+                                      progress(tmp_path / "alone", 1), rtol=1e-5, atol=1e-5)
     else:
         _assert_same_seed(tmp_path / "whole", tmp_path / "alone", 1)
     # `reengage evaluate` replays the device loop's evaluation episodes (NoisySeek: the
     # motion noise of that evaluation too) from the saved policy.
-    last = _progress(tmp_path / "whole", 0).iloc[-1]
+    last = progress(tmp_path / "whole", 0).iloc[-1]
     scores = {s.seed: s for s in evaluate_run(tmp_path / "whole", evaluation="last")}
     # progress.csv keeps 16 significant digits; a different set of episodes would differ by
     # at least 1/eval_episodes.
@@ -138,7 +124,7 @@ def test_packed_multi_reengage_cells_equal_their_cells_alone(tmp_path):
         for seed in cell.cfg.seeds:
             _assert_same_seed(cell.out, alone, seed)
     # The two cells' seed 0 trained apart (c and lr differ), not as one copy.
-    assert not _progress(cells[0].out, 0).equals(_progress(cells[1].out, 0))
+    assert not progress(cells[0].out, 0).equals(progress(cells[1].out, 0))
 
 
 @pytest.mark.gpu

@@ -4,21 +4,18 @@ equal those of its cell trained alone, bit for bit on the CPU, through an interr
 resume; cells that cannot pack are refused, naming the setting."""
 
 import json
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from run_files import policy_weights, progress, sigterm_at
 
 from reengage.cli import main
 from reengage.config import ConfigError, TrainConfig
 from reengage.device import PackedCell, train_on_device, train_pack
 from reengage.run import RunInterrupted
-
-WALL_CLOCK = ["wall_time_s", "updates_per_s"]
 
 
 def _config(**changes) -> TrainConfig:
@@ -31,19 +28,7 @@ def _config(**changes) -> TrainConfig:
     return replace(cfg, **changes)
 
 
-def _progress(out: Path, seed: int) -> pd.DataFrame:
-    return pd.read_csv(out / f"seed{seed}" / "progress.csv").drop(columns=WALL_CLOCK)
 
-
-def _weights(out: Path, seed: int) -> dict[str, torch.Tensor]:
-    return torch.load(out / f"seed{seed}" / "policy.pt")["weights"]
-
-
-def _signal_at(step: int):
-    def hook(now: int, learner) -> None:
-        if now == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return hook
 
 
 @pytest.mark.parametrize("method, settings", [
@@ -56,7 +41,7 @@ def test_a_packed_cell_equals_the_cell_trained_alone(tmp_path, method, settings)
              for i, s in enumerate(settings)]
     # The pack is interrupted mid-episode and resumed; the cells alone run straight through.
     with pytest.raises(RunInterrupted):
-        train_pack(cells, tmp_path / "pack", progress=False, step_hook=_signal_at(155))
+        train_pack(cells, tmp_path / "pack", progress=False, step_hook=sigterm_at(155))
     records = train_pack(cells, tmp_path / "pack", progress=False)
     assert len(records) == sum(len(s["seeds"]) for s in settings)
     assert {r["resumed"][0]["from_step"] for r in records} == {155}
@@ -64,10 +49,10 @@ def test_a_packed_cell_equals_the_cell_trained_alone(tmp_path, method, settings)
         alone = tmp_path / "alone" / f"cell{i}"
         train_on_device(cell.cfg, alone, progress=False)
         for seed in cell.cfg.seeds:
-            packed = _progress(cell.out, seed)
+            packed = progress(cell.out, seed)
             assert list(packed["step"]) == [0, 100, 200, 300, 400]
-            pd.testing.assert_frame_equal(packed, _progress(alone, seed), check_exact=True)
-            a, b = _weights(cell.out, seed), _weights(alone, seed)
+            pd.testing.assert_frame_equal(packed, progress(alone, seed), check_exact=True)
+            a, b = policy_weights(cell.out, seed), policy_weights(alone, seed)
             for name in a:
                 assert torch.equal(a[name], b[name]), (i, seed, name)
             record = json.loads((cell.out / f"seed{seed}" / "run.json").read_text())
@@ -76,7 +61,7 @@ def test_a_packed_cell_equals_the_cell_trained_alone(tmp_path, method, settings)
             assert record["population"] == cell.cfg.seeds
     # Seed 0 of the first two cells (other lr, and c) learned differently: the members'
     # own settings were applied, not the first cell's.
-    first, second = _progress(cells[0].out, 0), _progress(cells[1].out, 0)
+    first, second = progress(cells[0].out, 0), progress(cells[1].out, 0)
     assert not first["critic_loss"].equals(second["critic_loss"])
     assert not (tmp_path / "pack" / ".checkpoints").exists()
 
@@ -121,7 +106,7 @@ def test_the_command_line_trains_a_pack(tmp_path, capsys):
             record = json.loads((out / f"seed{seed}" / "run.json").read_text())
             assert record["status"] == "finished" and record["config"]["c"] == c
             assert record["config"]["loop"] == "device"
-            assert list(_progress(out, seed)["step"]) == [0, 50, 100]
+            assert list(progress(out, seed)["step"]) == [0, 50, 100]
     # One line per cell and evaluation, each naming its cell's lr and c.
     err = capsys.readouterr().err
     assert "lr 0.001 c 0.1" in err and "lr 0.003 c 0.3" in err
@@ -154,14 +139,14 @@ def test_on_cuda_a_pack_resumes_and_its_first_updates_match_its_cells_alone(tmp_
     cells = [PackedCell(_config(device="cuda", **s), tmp_path / "pack" / f"cell{i}")
              for i, s in enumerate(settings)]
     with pytest.raises(RunInterrupted):
-        train_pack(cells, tmp_path / "pack", progress=False, step_hook=_signal_at(255))
+        train_pack(cells, tmp_path / "pack", progress=False, step_hook=sigterm_at(255))
     records = train_pack(cells, tmp_path / "pack", progress=False)
     assert [r["status"] for r in records] == ["finished"] * 3
     for i, cell in enumerate(cells):
         alone = tmp_path / "alone" / f"cell{i}"
         train_on_device(cell.cfg, alone, progress=False)
         for seed in cell.cfg.seeds:
-            packed, single = _progress(cell.out, seed), _progress(alone, seed)
+            packed, single = progress(cell.out, seed), progress(alone, seed)
             first = packed["step"] == 200  # the mean over updates 1-100
             for column in ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean"):
                 assert packed.loc[first, column].item() == pytest.approx(

@@ -4,22 +4,19 @@ resumed equals the run left alone, bit for bit on the CPU; periodic checkpoints;
 numpy loop's checkpoint is refused; the command line dispatches and refuses."""
 
 import json
-import os
-import signal
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from run_files import progress, sigterm_at
 
 from reengage.checkpoint import CheckpointError, fingerprint
 from reengage.cli import main
 from reengage.config import TrainConfig
 from reengage.paths import checkpoint_path
 from reengage.run import RunInterrupted, train
-
-WALL_CLOCK = ["wall_time_s", "updates_per_s"]
 
 
 def _config(**changes) -> TrainConfig:
@@ -33,15 +30,6 @@ def _config(**changes) -> TrainConfig:
     return replace(cfg, **changes)
 
 
-def _progress(out: Path, seed: int) -> pd.DataFrame:
-    return pd.read_csv(out / f"seed{seed}" / "progress.csv").drop(columns=WALL_CLOCK)
-
-
-def _signal_at(step: int):
-    def hook(now: int, learner) -> None:
-        if now == step:
-            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler's time limit would
-    return hook
 
 
 def test_a_run_interrupted_mid_episode_resumes_to_the_uninterrupted_result(tmp_path):
@@ -49,7 +37,7 @@ def test_a_run_interrupted_mid_episode_resumes_to_the_uninterrupted_result(tmp_p
     reference = train(cfg, tmp_path / "whole", progress=False)
     out = tmp_path / "interrupted"
     with pytest.raises(RunInterrupted) as stopped:
-        train(cfg, out, progress=False, step_hook=_signal_at(325))
+        train(cfg, out, progress=False, step_hook=sigterm_at(325))
     assert stopped.value.step == 325
     assert checkpoint_path(out, cfg.seeds).exists()
     for seed in cfg.seeds:
@@ -62,7 +50,7 @@ def test_a_run_interrupted_mid_episode_resumes_to_the_uninterrupted_result(tmp_p
     assert [r["resumed"][0]["from_step"] for r in resumed] == [325, 325]
     assert not checkpoint_path(out, cfg.seeds).exists()
     for seed in cfg.seeds:
-        whole, pieced = _progress(tmp_path / "whole", seed), _progress(out, seed)
+        whole, pieced = progress(tmp_path / "whole", seed), progress(out, seed)
         assert list(whole["step"]) == [0, 100, 200, 300, 400, 500]
         assert whole["success_rate"].iloc[4:].sum() > 0  # rows that can tell goals apart
         pd.testing.assert_frame_equal(whole, pieced, check_exact=True)
@@ -95,7 +83,7 @@ def test_the_numpy_loops_checkpoint_is_refused(tmp_path):
     numpy_cfg = _config(loop="numpy", steps=300)
     out = tmp_path / "run"
     with pytest.raises(RunInterrupted):
-        train(numpy_cfg, out, progress=False, step_hook=_signal_at(150))
+        train(numpy_cfg, out, progress=False, step_hook=sigterm_at(150))
     with pytest.raises(CheckpointError, match="different configuration"):
         train(replace(numpy_cfg, loop="device"), out, progress=False)
 
@@ -122,7 +110,7 @@ def test_the_command_line_runs_the_device_loop(tmp_path):
     numpy_ = json.loads((tmp_path / "numpy" / "seed0" / "run.json").read_text())
     assert device["config"]["loop"] == "device" and numpy_["config"]["loop"] == "numpy"
     # Two loops ran: the same seed's random streams differ, so the curves do too.
-    a, b = _progress(tmp_path / "device", 0), _progress(tmp_path / "numpy", 0)
+    a, b = progress(tmp_path / "device", 0), progress(tmp_path / "numpy", 0)
     assert list(a["step"]) == list(b["step"]) == [0, 50, 100, 150]
     assert not a["critic_loss"].equals(b["critic_loss"])
 
