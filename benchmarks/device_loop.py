@@ -15,8 +15,9 @@ the two loops; the table gives the median [min, max].
     python benchmarks/device_loop.py --env DriveSeek --dim 200 --method multi_reengage \
         --device cuda --window 200                  # goal sets at the paper's scale
 
-On DriveSeek and NoisySeek `--dim` is n_max and the networks are the DeepSets actor-critic at
-the paper's widths (agents/deepsets.py; `--hidden` does not apply).
+On DriveSeek and NoisySeek `--dim` is n_max and the networks are the DeepSets actor-critic,
+at the paper's widths unless `--deepsets WIDTH,EMBEDDING` says otherwise (64,16 is
+config/reproduce.yaml's; `--hidden` does not apply).
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def _config(args: argparse.Namespace, population: int) -> TrainConfig:
         seeds=list(range(population)), steps=3 * window, learning_starts=window,
         eval_every=window, eval_episodes=args.eval_episodes, batch_size=args.batch_size,
         threads=args.threads, device=args.device, checkpoint_every=0,
-        extra={} if goal_sets else {"hidden": args.hidden})
+        extra=({"networks": {"encoder_hidden": args.deepsets[0],
+                             "head_hidden": args.deepsets[0], "embedding": args.deepsets[1]}}
+               if goal_sets else {"hidden": args.hidden}))
 
 
 def measure(loop: str, cfg: TrainConfig) -> float:
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--hidden", type=lambda text: tuple(int(x) for x in text.split(",")),
                    default=(256, 256), help="hidden widths (default 256,256)")
+    p.add_argument("--deepsets", type=lambda text: tuple(int(x) for x in text.split(",")),
+                   default=(400, 20), help="goal sets: DeepSets hidden width and embedding "
+                   "(default 400,20, the paper's)")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     info = {"device": args.device, "threads": args.threads, "env": args.env, "dim": args.dim,
             "method": args.method, "batch_size": args.batch_size, "hidden": list(args.hidden),
+            "deepsets": list(args.deepsets),
             "window": args.window,
             "eval_episodes": args.eval_episodes, "repeats": args.repeats,
             "torch": torch.__version__, "python": platform.python_version(),
