@@ -151,3 +151,20 @@ def test_on_cuda_a_pack_resumes_and_its_first_updates_match_its_cells_alone(tmp_
             for column in ("critic_loss", "goal_grad_loss", "actor_loss", "q_mean"):
                 assert packed.loc[first, column].item() == pytest.approx(
                     single.loc[first, column].item(), rel=1e-4), (i, seed, column)
+
+
+def test_a_learner_that_ignores_per_member_settings_is_refused(monkeypatch):
+    """A method whose builder drops member_lrs would train a whole pack at one lr."""
+    from reengage.device.driver import DeviceTraining
+    from reengage.registry import METHODS
+
+    method = METHODS["reengage_her"]
+
+    def build_ignoring(spec):
+        return method.build(replace(spec, member_lrs=None))
+
+    monkeypatch.setitem(METHODS, "reengage_her", replace(method, build=build_ignoring))
+    cfg = _config(seeds=[0, 1])
+    DeviceTraining(cfg, torch.device("cpu"), member_cs=(0.1, 0.2))  # c still reaches it
+    with pytest.raises(ConfigError, match="their own lr"):
+        DeviceTraining(cfg, torch.device("cpu"), member_lrs=(1e-3, 3e-3))

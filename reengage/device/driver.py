@@ -140,6 +140,12 @@ class DeviceTraining:
             self.learner = method.build(self.spec)
         except TypeError as error:
             raise ConfigError("--set", f"not a setting of {cfg.method}: {error}") from error
+        # A builder that ignored per-member settings would train every member of a pack at
+        # the first cell's lr and c, silently.
+        for name, wanted in (("member_lrs", member_lrs), ("member_cs", member_cs)):
+            if wanted is not None and tuple(getattr(self.learner, name, ())) != tuple(wanted):
+                raise ConfigError("--cell", f"{cfg.method} cannot give its members their own "
+                                  f"{name[7:-1]}: pack only cells that share it")
         self.learner.to(device)
         prepare = getattr(self.learner, "prepare", None)
         if callable(prepare):
